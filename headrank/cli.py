@@ -1,0 +1,144 @@
+"""`headrank` command line: a thin shell over HeadRanker and the experiment helpers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+METHODS = ("bm25", "icr")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="embedded", help="HF hub id, local folder, .gguf file, or 'embedded'")
+    group.add_argument("--heads", default="all", help="'all' (ICR), 'layer-head,...', or a .json/.yaml head-set file")
+    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    group.add_argument("--device", default="cpu")
+    group.add_argument(
+        "--order",
+        default="reverse",
+        choices=["reverse", "forward", "random"],
+        help="input order of the passages (reverse: best first-stage passage nearest the query)",
+    )
+    group.add_argument("--no-calibration", action="store_true", help="skip the N/A calibration pass")
+    group.add_argument("--token-mask", action="store_true", help="ICR's mean-2sigma token mask")
+    group.add_argument("--no-truncate", action="store_true", help="run every layer even with a head subset")
+    group.add_argument("--max-passage-tokens", type=int, default=256)
+    group.add_argument("--max-passage-words", type=int, default=None)
+    group.add_argument("--max-length", type=int, default=None, help="tokens per forward pass (default: the model's)")
+
+
+def _ranker(args, heads: str | None = None):
+    from headrank.ranker import HeadRanker
+
+    return HeadRanker.from_pretrained(
+        args.model,
+        heads=heads or args.heads,
+        dtype=args.dtype,
+        device=args.device,
+        truncate=not args.no_truncate,
+        calibrate=not args.no_calibration,
+        token_mask=args.token_mask,
+        order=args.order,
+        max_passage_tokens=args.max_passage_tokens,
+        max_passage_words=args.max_passage_words,
+        max_length=args.max_length,
+    )
+
+
+def cmd_rerank(args) -> None:
+    from headrank.data import load_candidates, write_run
+    from headrank.experiment import rerank_lists
+
+    lists = load_candidates(args.candidates, args.queries, args.corpus)
+    run, clock = rerank_lists(_ranker(args), lists, args.top_k, progress=not args.quiet)
+    write_run(args.out, run, tag=args.tag)
+    print(f"reranked {len(lists)} queries in {clock.seconds:.1f} s ({clock.per_item:.2f} s/query) -> {args.out}")
+
+
+def cmd_eval(args) -> None:
+    from headrank.data import default_data_dir
+    from headrank.experiment import evaluate_method, summary
+
+    ranker = None if args.method == "bm25" else _ranker(args, heads="all" if args.method == "icr" else None)
+    if args.method == "icr" and ranker.depth != ranker.backbone.num_layers:
+        raise AssertionError("ICR runs every layer")
+    result = evaluate_method(
+        ranker,
+        args.method,
+        args.dataset,
+        default_data_dir(args.data_dir),
+        args.top_k,
+        args.limit,
+        Path(args.out),
+        progress=not args.quiet,
+    )
+    print(summary(result.metrics))
+    print(f"wrote {Path(args.out) / 'run.trec'} and {Path(args.out) / 'metrics.json'}")
+
+
+def cmd_download(args) -> None:
+    from headrank.data import default_data_dir
+    from headrank.datasets import download_dataset
+
+    data_dir = Path(args.data_dir or os.environ.get("HEADRANK_DATA") or ".")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(download_dataset(args.dataset, default_data_dir(data_dir), args.base_url))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headrank", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("rerank", help="rerank candidate lists into a TREC run")
+    _model_options(p)
+    p.add_argument("--candidates", required=True, help="jsonl(.gz) candidates, or a TREC run with --queries/--corpus")
+    p.add_argument("--queries", help="queries file, to join a TREC run")
+    p.add_argument("--corpus", help="BEIR corpus jsonl(.gz), to join a TREC run")
+    p.add_argument("--out", required=True)
+    p.add_argument("--top-k", type=int, default=20, help="rerank this many; the rest keep their order below")
+    p.add_argument("--tag", default="headrank")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_rerank)
+
+    p = sub.add_parser("eval", help="rerank a benchmark and write run.trec + metrics.json")
+    _model_options(p)
+    p.add_argument("--data-dir", help="folder with the datasets (default: $HEADRANK_DATA)")
+    p.add_argument("--dataset", default="dl19")
+    p.add_argument("--method", default="icr", choices=METHODS)
+    p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--limit", type=int, default=None, help="only the first N judged queries")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("download", help="download a public dataset into the data directory")
+    p.add_argument("dataset")
+    p.add_argument("--data-dir")
+    p.add_argument("--base-url", help="a mirror that serves the raw files by name")
+    p.set_defaults(func=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from headrank.backbone import BackboneError
+    from headrank.data import DataError
+    from headrank.headset import HeadSetError
+    from headrank.prompt import PromptError
+
+    try:
+        args.func(args)
+    except (BackboneError, DataError, HeadSetError, PromptError, ValueError, TypeError) as err:
+        print(f"headrank: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

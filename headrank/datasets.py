@@ -1,0 +1,167 @@
+"""Named benchmarks in the layout of ../shared/data, read from a data directory or downloaded into one."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from headrank.data import (
+    CandidateList,
+    DataError,
+    Qrels,
+    load_candidates,
+    load_qrels,
+    load_queries,
+)
+
+ANSERINI = "https://raw.githubusercontent.com/castorini/anserini-tools/master/topics-and-qrels"
+RANK_LLM = "https://github.com/castorini/rank_llm_data/raw/main/retrieve_results/BM25"
+BEIR = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a benchmark's files live inside the data directory, and where they come from."""
+
+    name: str
+    folder: str
+    queries: str
+    qrels: str
+    candidates: str
+    corpus: str | None = None
+    """set when `candidates` is a TREC run of ids to join with a BEIR corpus."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """file in the folder -> public URL of its raw form (converted on download)."""
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "dl19": DatasetSpec(
+        "dl19",
+        "dl19",
+        "queries.jsonl",
+        "qrels.tsv",
+        "candidates.bm25top100.jsonl.gz",
+        sources={
+            "queries.jsonl": f"{ANSERINI}/topics.dl19-passage.txt",
+            "qrels.tsv": f"{ANSERINI}/qrels.dl19-passage.txt",
+            "candidates.bm25top100.jsonl.gz": f"{RANK_LLM}/retrieve_results_dl19_top100.jsonl",
+        },
+    ),
+    "dl21": DatasetSpec(
+        "dl21",
+        "dl21",
+        "queries.jsonl",
+        "qrels.tsv",
+        "candidates.bm25top100.jsonl.gz",
+        sources={
+            "queries.jsonl": f"{ANSERINI}/topics.dl21.txt",
+            "qrels.tsv": f"{ANSERINI}/qrels.dl21-passage.txt",
+            "candidates.bm25top100.jsonl.gz": f"{RANK_LLM}/retrieve_results_dl21_top100.jsonl",
+        },
+    ),
+    "scifact": DatasetSpec(
+        "scifact", "beir-scifact", "queries.jsonl", "qrels.test.tsv", "candidates.bm25s_top100.test.jsonl.gz"
+    ),
+    "scifact-train": DatasetSpec(
+        "scifact-train",
+        "beir-scifact",
+        "queries.train.jsonl",
+        "qrels.train.tsv",
+        "run.bm25s_top100.train.trec.gz",
+        corpus="corpus.jsonl.gz",
+    ),
+}
+
+
+@dataclass
+class Dataset:
+    name: str
+    lists: list[CandidateList]
+    qrels: Qrels
+
+    def judged(self) -> list[CandidateList]:
+        """The candidate lists of queries that have relevance judgements, in file order."""
+        return [c for c in self.lists if c.qid in self.qrels]
+
+
+def spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}: known are {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_dataset(name: str, data_dir: Path, depth: int | None = None) -> Dataset:
+    s = spec(name)
+    folder = data_dir / s.folder
+    if not folder.is_dir():
+        raise DataError(f"{folder} not found: run `headrank download {name} --data-dir {data_dir}` first")
+    qrels = load_qrels(folder / s.qrels)
+    if s.corpus:
+        lists = load_candidates(folder / s.candidates, folder / s.queries, folder / s.corpus, depth=depth)
+    else:
+        lists = load_candidates(folder / s.candidates, depth=depth)
+    return Dataset(name, lists, qrels)
+
+
+def _fetch(url: str, target: Path) -> None:
+    with urllib.request.urlopen(url, timeout=60) as response, target.open("wb") as out:
+        shutil.copyfileobj(response, out)
+
+
+def download_dataset(name: str, data_dir: Path, base_url: str | None = None) -> Path:
+    """Fetch the public raw files of a dataset and convert them to our layout.
+
+    `base_url` replaces each source's directory (a mirror, or a local server in tests)."""
+    s = spec(name)
+    if not s.sources:
+        raise DataError(f"{name} has no public source in our registry: place its files in {data_dir / s.folder}")
+    folder = data_dir / s.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for filename, url in tqdm(s.sources.items(), desc=f"download {name}", unit="file"):
+        if base_url:
+            url = f"{base_url.rstrip('/')}/{url.rsplit('/', 1)[1]}"
+        raw = folder / (url.rsplit("/", 1)[1] + ".raw")
+        try:
+            _fetch(url, raw)
+        except OSError as err:
+            raise DataError(f"could not download {url}: {err}") from err
+        _convert(raw, folder / filename)
+        raw.unlink()
+    return folder
+
+
+def _convert(raw: Path, target: Path) -> None:
+    """Raw public file -> our layout, through the same readers that read our layout."""
+    source = raw.with_name(raw.name.removesuffix(".raw"))
+    raw.rename(source)
+    try:
+        if target.name.startswith("queries"):
+            rows = [{"qid": q, "text": t} for q, t in load_queries(source).items()]
+            target.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        elif target.name.startswith("qrels"):
+            lines = ["query-id\tcorpus-id\tscore\n"]
+            lines += [f"{q}\t{d}\t{r}\n" for q, docs in load_qrels(source).items() for d, r in docs.items()]
+            target.write_text("".join(lines))
+        else:
+            with gzip.open(target, "wt", encoding="utf-8") as out:
+                for lst in load_candidates(source):
+                    for rank, c in enumerate(lst.candidates, 1):
+                        row = {
+                            "qid": lst.qid,
+                            "query": lst.query,
+                            "docid": c.docid,
+                            "rank": rank,
+                            "score": c.score,
+                            "text": c.text,
+                        }
+                        if c.title:
+                            row["title"] = c.title
+                        out.write(json.dumps(row) + "\n")
+    finally:
+        source.rename(raw)

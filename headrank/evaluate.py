@@ -1,0 +1,87 @@
+"""Metrics through ir-measures, and the cost of a run: seconds per query and peak resident memory."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from headrank.data import Qrels, Run
+
+DEFAULT_MEASURES = ("nDCG@10", "nDCG@5", "nDCG@20", "RR@10", "R@20")
+
+
+def _key(measure) -> str:
+    return str(measure).lower()
+
+
+def evaluate(run: Run, qrels: Qrels, measures: Iterable[str] = DEFAULT_MEASURES) -> dict[str, float]:
+    """Mean of each measure over the queries that are both judged and in the run."""
+    import ir_measures
+
+    parsed = [ir_measures.parse_measure(m) for m in measures]
+    judged = {q: docs for q, docs in qrels.items() if q in run}
+    if not judged:
+        raise ValueError("no query of the run has relevance judgements")
+    result = ir_measures.calc_aggregate(parsed, judged, {q: run[q] for q in judged})
+    return {_key(m): float(result[m]) for m in parsed}
+
+
+def per_query(run: Run, qrels: Qrels, measure: str = "nDCG@10") -> dict[str, float]:
+    import ir_measures
+
+    m = ir_measures.parse_measure(measure)
+    judged = {q: docs for q, docs in qrels.items() if q in run}
+    return {r.query_id: float(r.value) for r in ir_measures.iter_calc([m], judged, {q: run[q] for q in judged})}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import os
+
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+@dataclass
+class Stopwatch:
+    """Wall time of the measured work only (model loading excluded)."""
+
+    seconds: float = 0.0
+    count: int = 0
+
+    def __enter__(self):
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds += time.perf_counter() - self._start
+        self.count += 1
+
+    @property
+    def per_item(self) -> float:
+        return self.seconds / self.count if self.count else 0.0
+
+
+def format_table(rows: list[Mapping[str, object]], columns: list[str]) -> str:
+    """A small markdown table (what the CLI prints and the README shows)."""
+
+    def cell(value) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,81 @@
+"""Rerank candidate lists and evaluate them: the work behind `headrank rerank` and `headrank eval`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from headrank.data import CandidateList, run_from_ranking, write_run
+from headrank.datasets import load_dataset
+from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
+from headrank.ranker import HeadRanker
+
+
+def rerank_lists(
+    ranker: HeadRanker | None, lists: Sequence[CandidateList], top_k: int, progress: bool = True
+) -> tuple[dict[str, list[tuple[str, float]]], Stopwatch]:
+    """Rerank the top-k of each list; the candidates below k keep their first-stage order under them.
+
+    `ranker=None` keeps the first-stage order (the BM25 baseline)."""
+    clock = Stopwatch()
+    run = {}
+    for lst in tqdm(lists, desc="rerank", unit="query", disable=not progress):
+        head, tail = lst.candidates[:top_k], lst.candidates[top_k:]
+        with clock:
+            if ranker is None or not head:
+                order = [c.docid for c in head]
+            else:
+                ranked = ranker.rank(lst.query, lst.head(top_k).documents(), [c.docid for c in head])
+                order = [r.doc_id for r in ranked]
+        run.update(run_from_ranking([(lst.qid, order + [c.docid for c in tail])]))
+    return run, clock
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    run: dict[str, list[tuple[str, float]]]
+
+
+def evaluate_method(
+    ranker: HeadRanker | None,
+    method: str,
+    dataset: str,
+    data_dir: Path,
+    top_k: int = 20,
+    limit: int | None = None,
+    out: Path | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Rerank a named dataset with a ranker (or none, for BM25) and score it with ir-measures."""
+    data = load_dataset(dataset, data_dir)
+    lists = data.judged()[:limit] if limit else data.judged()
+    run, clock = rerank_lists(ranker, lists, top_k, progress)
+    scored = {q: dict(items) for q, items in run.items()}
+    metrics = {
+        "dataset": dataset,
+        "method": method,
+        "model": ranker.backbone.source if ranker else None,
+        "heads": ranker.config.heads.describe() if ranker else None,
+        "layers_run": ranker.layer_calls() if ranker else 0,
+        "top_k": top_k,
+        "queries": len(lists),
+        **evaluate(scored, data.qrels),
+        "seconds_per_query": clock.per_item,
+        "peak_rss_mb": peak_rss_mb(),
+        "machine": machine(),
+    }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_run(out / "run.trec", run, tag=method)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return EvalResult(metrics, run)
+
+
+def summary(metrics: dict) -> str:
+    columns = ["dataset", "method", "queries", "top_k", "ndcg@10", "seconds_per_query", "peak_rss_mb", "layers_run"]
+    return format_table([metrics], columns)

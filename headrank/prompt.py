@@ -1,0 +1,151 @@
+"""The listwise prompt, built from separately tokenized pieces so that every span is exact."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+ORDERS = ("reverse", "forward", "random")
+CALIBRATION_QUERY = "N/A"
+_SENTINEL = "\x00HEADRANK\x00"
+
+
+class PromptError(ValueError):
+    """A list that cannot be put into the prompt as asked."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """The wording of the prompt (DESIGN.md); `{index}` and `{query}` are filled in."""
+
+    header: str = "Here are some passages:"
+    marker: str = "\n\n[{index}]"
+    instruction: str = (
+        "\n\nPlease find information that is relevant to the following query in the passages above.\n\nQuery: {query}"
+    )
+    use_chat_template: bool = True
+    max_passage_tokens: int | None = 256
+    max_passage_words: int | None = None
+
+
+@dataclass
+class ListwisePrompt:
+    """Token ids of one list; the query span runs from `query_start` to the end."""
+
+    prefix_ids: list[int]
+    """chat head, header and passages: shared by the query and the calibration pass."""
+    query_ids: list[int]
+    """late instruction, query and chat tail: the query span Q."""
+    calibration_ids: list[int]
+    """the same span with the query replaced by "N/A"."""
+    passage_spans: list[tuple[int, int]]
+    """[start, end) of each passage's tokens in prefix_ids, in input order."""
+    order: list[int]
+    """order[p] = index (into the caller's documents) of the passage at input position p."""
+
+    @property
+    def query_start(self) -> int:
+        return len(self.prefix_ids)
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.prefix_ids + self.query_ids
+
+
+def passage_text(text: str, title: str | None = None) -> str:
+    return f"{title}\n{text}" if title else text
+
+
+def input_order(n: int, order: str, seed: int = 0) -> list[int]:
+    """Input positions -> document indices. Documents arrive in first-stage order (best first)."""
+    if order == "forward":
+        return list(range(n))
+    if order == "reverse":
+        return list(range(n - 1, -1, -1))
+    if order == "random":
+        perm = list(range(n))
+        random.Random(seed).shuffle(perm)
+        return perm
+    raise PromptError(f"order must be one of {ORDERS}, not {order!r}")
+
+
+class PromptBuilder:
+    """Tokenizes the fixed pieces once; builds prompts for any query and passage list."""
+
+    def __init__(self, tokenizer, template: PromptTemplate | None = None):
+        self.tokenizer = tokenizer
+        self.template = template or PromptTemplate()
+        head, tail = "", ""
+        if self.template.use_chat_template and getattr(tokenizer, "chat_template", None):
+            rendered = tokenizer.apply_chat_template(
+                [{"role": "user", "content": _SENTINEL}],
+                tokenize=False,
+                add_generation_prompt=True,
+                enable_thinking=False,
+            )
+            head, tail = rendered.split(_SENTINEL)
+        self.head_ids = self._encode(head) + self._encode(self.template.header)
+        self.tail_ids = self._encode(tail)
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def encode_passages(self, passages: Sequence[str]) -> list[list[int]]:
+        """Token ids of each passage (with its leading space), truncated by words then tokens."""
+        template = self.template
+        texts = []
+        for text in passages:
+            if template.max_passage_words is not None:
+                text = " ".join(text.split()[: template.max_passage_words])
+            texts.append(" " + text)
+        if not texts:
+            return []
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        if template.max_passage_tokens is not None:
+            encoded = [ids[: template.max_passage_tokens] for ids in encoded]
+        return encoded
+
+    def suffix_ids(self, query: str) -> list[int]:
+        return self._encode(self.template.instruction.format(query=query)) + self.tail_ids
+
+    def fixed_length(self, query: str) -> int:
+        """Tokens that every window of this query holds besides its passages."""
+        return len(self.head_ids) + max(len(self.suffix_ids(query)), len(self.suffix_ids(CALIBRATION_QUERY)))
+
+    def marker_ids(self, position: int) -> list[int]:
+        return self._encode(self.template.marker.format(index=position + 1))
+
+    def build(self, query: str, passage_ids: Sequence[list[int]], order: Sequence[int]) -> ListwisePrompt:
+        """Assemble a prompt; `passage_ids[d]` are document d's tokens, placed at the positions `order` gives."""
+        prefix = list(self.head_ids)
+        spans = []
+        for position, doc in enumerate(order):
+            prefix += self.marker_ids(position)
+            spans.append((len(prefix), len(prefix) + len(passage_ids[doc])))
+            prefix += passage_ids[doc]
+        return ListwisePrompt(
+            prefix_ids=prefix,
+            query_ids=self.suffix_ids(query),
+            calibration_ids=self.suffix_ids(CALIBRATION_QUERY),
+            passage_spans=spans,
+            order=list(order),
+        )
+
+    def windows(
+        self, query: str, passage_ids: Sequence[list[int]], order: Sequence[int], max_length: int
+    ) -> list[list[int]]:
+        """Split the input order into the fewest balanced windows that each fit `max_length` tokens."""
+        fixed = self.fixed_length(query)
+        marker = len(self.marker_ids(len(order) - 1))  # the longest marker bounds every other
+        sizes = [marker + len(passage_ids[d]) for d in order]
+        if fixed + max(sizes, default=0) > max_length:
+            raise PromptError(
+                f"one passage and the query need {fixed + max(sizes)} tokens but the model takes {max_length}: "
+                "lower max_passage_tokens or shorten the query"
+            )
+        for count in range(1, len(order) + 1):
+            bounds = [round(i * len(order) / count) for i in range(count + 1)]
+            if all(fixed + sum(sizes[a:b]) <= max_length for a, b in zip(bounds, bounds[1:])):
+                return [list(order[a:b]) for a, b in zip(bounds, bounds[1:])]
+        raise AssertionError("unreachable: one passage per window always fits")

@@ -1,0 +1,178 @@
+"""HeadRanker: the one object that the CLI, the service, the Ray runner and the benchmarks call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from headrank.backbone import Backbone, load_backbone, truncate_depth
+from headrank.headset import HeadSet
+from headrank.prompt import ORDERS, PromptBuilder, PromptTemplate, input_order, passage_text
+from headrank.scoring import ListScores, ScoringConfig, query_attention, score_list
+
+Document = str | Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RankedDocument:
+    document: str
+    doc_id: str | int
+    score: float
+    rank: int
+    index: int
+    """position of the document in the caller's list."""
+
+
+@dataclass
+class RankedResults:
+    query: str
+    results: list[RankedDocument] = field(default_factory=list)
+
+    def top_k(self, k: int) -> list[RankedDocument]:
+        return self.results[:k]
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, i: int) -> RankedDocument:
+        return self.results[i]
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    heads: HeadSet = field(default_factory=HeadSet.all)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    template: PromptTemplate = field(default_factory=PromptTemplate)
+    order: str = "reverse"
+    """input order of the passages: reverse first-stage order (ICR), forward, or random."""
+    max_length: int | None = None
+    """tokens per forward pass; longer lists are split into balanced windows (default: the model's limit)."""
+    seed: int = 0
+
+
+def _check_query(query) -> str:
+    if not isinstance(query, str):
+        raise TypeError(f"query must be a string, got {type(query).__name__}")
+    if not query.strip():
+        raise ValueError("query is empty")
+    return query
+
+
+def _document_text(doc, i: int) -> str:
+    if isinstance(doc, str):
+        return doc
+    if isinstance(doc, Mapping) and isinstance(doc.get("text"), str):
+        title = doc.get("title")
+        return passage_text(doc["text"], title if isinstance(title, str) else None)
+    raise TypeError(f"document {i} must be a string or a mapping with a 'text' string, got {type(doc).__name__}")
+
+
+class HeadRanker:
+    """Reranks passages from the attention of selected heads in one truncated forward pass, decoding nothing."""
+
+    def __init__(self, backbone: Backbone, config: RankerConfig | None = None, *, truncate: bool = True):
+        config = config or RankerConfig()
+        if config.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, not {config.order!r}")
+        self.backbone = backbone
+        self.heads = config.heads.resolve(backbone.num_layers, backbone.num_heads)
+        self.config = config
+        self.depth = self.heads.depth if truncate else backbone.num_layers
+        if self.depth < backbone.num_layers:
+            truncate_depth(backbone.model, self.depth)
+        self.builder = PromptBuilder(backbone.tokenizer, config.template)
+        self.max_length = min(config.max_length or backbone.max_length, backbone.max_length)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path = "embedded",
+        heads: str | Path | HeadSet | None = "all",
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        truncate: bool = True,
+        calibrate: bool = True,
+        token_mask: bool = False,
+        order: str = "reverse",
+        max_passage_tokens: int | None = 256,
+        max_passage_words: int | None = None,
+        max_length: int | None = None,
+    ) -> HeadRanker:
+        config = RankerConfig(
+            heads=HeadSet.parse(heads),
+            scoring=ScoringConfig(calibrate=calibrate, token_mask=token_mask),
+            template=PromptTemplate(max_passage_tokens=max_passage_tokens, max_passage_words=max_passage_words),
+            order=order,
+            max_length=max_length,
+        )
+        return cls(load_backbone(str(model), dtype=dtype, device=device), config, truncate=truncate)
+
+    @property
+    def model(self):
+        return self.backbone.model
+
+    def layer_calls(self) -> int:
+        """Layers one forward pass runs (the depth after truncation)."""
+        return len(self.model.model.layers)
+
+    def score_lists(self, query: str, documents: Sequence[Document]) -> list[tuple[list[int], ListScores]]:
+        """Score each forward pass of this list: (document indices by input position, scores)."""
+        query = _check_query(query)
+        texts = [_document_text(d, i) for i, d in enumerate(documents)]
+        if not texts:
+            return []
+        passage_ids = self.builder.encode_passages(texts)
+        order = input_order(len(texts), self.config.order, self.config.seed)
+        out = []
+        for window in self.builder.windows(query, passage_ids, order, self.max_length):
+            prompt = self.builder.build(query, passage_ids, window)
+            attention = query_attention(self.model, prompt, self.heads, self.config.scoring.calibrate)
+            out.append((window, score_list(attention, prompt, self.heads, self.config.scoring)))
+        return out
+
+    @torch.inference_mode()
+    def per_head_scores(self, query: str, documents: Sequence[Document]) -> torch.Tensor:
+        """[heads, documents] in the caller's document order (heads in `self.heads` order)."""
+        table = torch.zeros(len(self.heads.heads), len(documents))
+        for window, scores in self.score_lists(query, documents):
+            table[:, window] = scores.per_head.float().cpu()
+        return table
+
+    def score(self, query: str, documents: Sequence[Document]) -> list[float]:
+        """One score per document, in the caller's order."""
+        return (torch.tensor(self.heads.weight_vector()) @ self.per_head_scores(query, documents)).tolist()
+
+    def rank(
+        self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
+    ) -> RankedResults:
+        if doc_ids is not None and len(doc_ids) != len(documents):
+            raise ValueError(f"{len(doc_ids)} doc_ids for {len(documents)} documents")
+        scores = self.score(query, documents)
+        ids = list(doc_ids) if doc_ids is not None else list(range(len(documents)))
+        # ties keep the input order, so equal scores never reshuffle the first stage
+        by_score = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+        return RankedResults(
+            query=query,
+            results=[
+                RankedDocument(_document_text(documents[i], i), ids[i], scores[i], rank + 1, i)
+                for rank, i in enumerate(by_score)
+            ],
+        )
+
+    def rank_batch(
+        self,
+        requests: Iterable[tuple[str, Sequence[Document]] | tuple[str, Sequence[Document], Sequence]],
+        progress: bool = True,
+        desc: str = "rerank",
+    ) -> list[RankedResults]:
+        """Rank many (query, documents[, doc_ids]) requests with a progress bar."""
+        requests = list(requests)
+        return [self.rank(*request) for request in tqdm(requests, desc=desc, disable=not progress, unit="query")]

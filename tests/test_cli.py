@@ -1,0 +1,170 @@
+"""The console script end to end on the tiny model, and its error messages."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from headrank.cli import main
+from headrank.data import load_run
+from headrank.testing import save_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return save_tiny(tmp_path_factory.mktemp("model") / "tiny")
+
+
+@pytest.fixture
+def mini_data(tmp_path):
+    """A two-query dataset in the dl19 layout."""
+    folder = tmp_path / "data" / "dl19"
+    folder.mkdir(parents=True)
+    docs = {"1": ["fleas live a year", "cats purr", "the host of fleas"], "2": ["wifi is wireless", "goldfish grow"]}
+    queries = {"1": "how long do fleas live", "2": "what is wifi"}
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"qid": q, "text": t}) + "\n" for q, t in queries.items()))
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1-0\t3\n1\t1-2\t1\n2\t2-0\t2\n")
+    import gzip
+
+    with gzip.open(folder / "candidates.bm25top100.jsonl.gz", "wt") as fh:
+        for q, texts in docs.items():
+            for r, t in enumerate(texts, 1):
+                row = {"qid": q, "query": queries[q], "docid": f"{q}-{r - 1}", "rank": r, "score": 10.0 - r, "text": t}
+                fh.write(json.dumps(row) + "\n")
+    return tmp_path / "data"
+
+
+def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "eval",
+                "--data-dir",
+                str(mini_data),
+                "--dataset",
+                "dl19",
+                "--method",
+                "bm25",
+                "--out",
+                str(tmp_path / "bm25"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((tmp_path / "bm25" / "metrics.json").read_text())
+    # q1: grades 3, 0, 1 in BM25 order; q2: ideal
+    q1 = (3 + 1 / math.log2(4)) / (3 + 1 / math.log2(3))
+    assert metrics["ndcg@10"] == pytest.approx((q1 + 1.0) / 2) and metrics["queries"] == 2
+    assert (
+        main(
+            [
+                "eval",
+                "--data-dir",
+                str(mini_data),
+                "--method",
+                "icr",
+                "--model",
+                str(tiny_folder),
+                "--top-k",
+                "2",
+                "--out",
+                str(tmp_path / "icr"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((tmp_path / "icr" / "metrics.json").read_text())
+    for key in ("ndcg@10", "queries", "seconds_per_query", "peak_rss_mb", "layers_run"):
+        assert key in metrics
+    assert metrics["layers_run"] == 4 and metrics["heads"] == "all heads"
+    run = load_run(tmp_path / "icr" / "run.trec")
+    assert set(run) == {"1", "2"}
+    assert [d for d, _ in run["1"]][2] == "1-2"  # below top-k: first-stage order kept
+    assert "ndcg@10" in capsys.readouterr().out
+
+
+def test_rerank_writes_a_trec_run(tiny_folder, mini_data, tmp_path):
+    out = tmp_path / "run.trec"
+    candidates = mini_data / "dl19" / "candidates.bm25top100.jsonl.gz"
+    assert (
+        main(
+            [
+                "rerank",
+                "--model",
+                str(tiny_folder),
+                "--heads",
+                "0-1,2-3",
+                "--candidates",
+                str(candidates),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    run = load_run(out)
+    assert sorted(d for d, _ in run["1"]) == ["1-0", "1-1", "1-2"]
+
+
+def test_cli_errors_are_clear(tiny_folder, mini_data, tmp_path, capsys):
+    assert main(["eval", "--data-dir", str(tmp_path / "nowhere"), "--method", "bm25", "--out", str(tmp_path)]) == 2
+    assert "data directory not found" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "eval",
+                "--data-dir",
+                str(mini_data),
+                "--method",
+                "icr",
+                "--model",
+                str(tmp_path / "x.gguf"),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "GGUF file not found" in capsys.readouterr().err
+    candidates = str(mini_data / "dl19" / "candidates.bm25top100.jsonl.gz")
+    assert (
+        main(
+            [
+                "rerank",
+                "--model",
+                str(tiny_folder),
+                "--heads",
+                "7-7",
+                "--candidates",
+                candidates,
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
+    assert "does not exist" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "eval",
+                "--data-dir",
+                str(mini_data),
+                "--dataset",
+                "msmarco-v9",
+                "--method",
+                "bm25",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "unknown dataset" in capsys.readouterr().err
+    assert main(["rerank", "--candidates", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "r")]) == 2
+    assert "file not found" in capsys.readouterr().err

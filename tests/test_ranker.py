@@ -1,0 +1,81 @@
+"""The user-facing API: rank/score/top_k/batch, long lists, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from headrank.backbone import BackboneError, load_backbone, resolve_source
+from headrank.ranker import HeadRanker, RankerConfig
+
+from .conftest import DOCS, FLEA_QUERY
+
+
+def test_rank_returns_sorted_results_with_ids(lexical):
+    ranker = HeadRanker(lexical)
+    ranked = ranker.rank(FLEA_QUERY, DOCS, doc_ids=["a", "b", "c", "d", "e"])
+    assert [r.rank for r in ranked] == [1, 2, 3, 4, 5]
+    assert ranked[0].doc_id == "c" and ranked[0].document == DOCS[2]
+    assert [r.score for r in ranked] == sorted((r.score for r in ranked), reverse=True)
+    assert ranked.top_k(2) == ranked.results[:2]
+    scores = ranker.score(FLEA_QUERY, DOCS)
+    assert scores[ranked[0].index] == pytest.approx(ranked[0].score)
+
+
+def test_documents_as_mappings_and_batch(lexical):
+    ranker = HeadRanker(lexical)
+    docs = [{"text": d, "title": ""} for d in DOCS]
+    batch = ranker.rank_batch([(FLEA_QUERY, docs), ("what is wifi", DOCS, list("abcde"))], progress=False)
+    assert batch[0][0].index == 2
+    assert batch[1][0].doc_id in {"a", "e"}
+
+
+def test_empty_list_gives_empty_result(tiny):
+    assert len(HeadRanker(tiny).rank(FLEA_QUERY, [])) == 0
+    assert HeadRanker(tiny).score(FLEA_QUERY, []) == []
+
+
+@pytest.mark.parametrize("query", ["", "   "])
+def test_empty_query_is_refused(tiny, query):
+    with pytest.raises(ValueError, match="query is empty"):
+        HeadRanker(tiny).rank(query, DOCS)
+
+
+def test_bad_documents_are_refused(tiny):
+    with pytest.raises(TypeError, match="document 1 must be a string"):
+        HeadRanker(tiny).rank(FLEA_QUERY, ["ok", 42])
+    with pytest.raises(TypeError, match="query must be a string"):
+        HeadRanker(tiny).rank(None, DOCS)
+    with pytest.raises(ValueError, match="2 doc_ids for 5 documents"):
+        HeadRanker(tiny).rank(FLEA_QUERY, DOCS, doc_ids=["a", "b"])
+
+
+def test_list_longer_than_the_context_is_windowed(lexical):
+    docs = [d for d in DOCS if "fleas" not in d] * 10 + [DOCS[2]]
+    whole = HeadRanker(lexical)
+    windowed = HeadRanker(lexical, RankerConfig(max_length=300))
+    windows = windowed.score_lists(FLEA_QUERY, docs)
+    assert len(windows) > 1 and sorted(sum((w for w, _ in windows), [])) == list(range(len(docs)))
+    assert whole.rank(FLEA_QUERY, docs)[0].index == 40
+    assert windowed.rank(FLEA_QUERY, docs)[0].index == 40
+
+
+def test_unknown_models_are_refused(tmp_path):
+    with pytest.raises(BackboneError, match="not found"):
+        load_backbone(str(tmp_path / "nope.gguf"))
+    with pytest.raises(BackboneError, match="not found"):
+        load_backbone(str(tmp_path / "no" / "such" / "folder"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BackboneError, match="no config.json"):
+        load_backbone(str(tmp_path / "empty"))
+    with pytest.raises(BackboneError, match="unknown model"):
+        resolve_source("not-a-model")
+    assert resolve_source("Qwen/Qwen3-0.6B") == ("hub", None)
+
+
+def test_load_from_a_local_folder(tmp_path):
+    from headrank.testing import save_tiny
+
+    folder = save_tiny(tmp_path / "tiny")
+    ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-2")
+    assert ranker.depth == 2 and ranker.backbone.fingerprint.startswith("folder:")
+    assert len(ranker.rank(FLEA_QUERY, DOCS)) == 5
