@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +89,8 @@ class HeadRanker:
             truncate_depth(backbone.model, self.depth)
         self.builder = PromptBuilder(backbone.tokenizer, config.template)
         self.max_length = min(config.max_length or backbone.max_length, backbone.max_length)
+        self.artifact: dict | None = None
+        """the manifest of the trained artifact this ranker was loaded from, if any."""
 
     @classmethod
     def from_pretrained(
@@ -106,6 +108,11 @@ class HeadRanker:
         max_passage_words: int | None = None,
         max_length: int | None = None,
     ) -> HeadRanker:
+        """Load a backbone (hub id, folder, .gguf, "embedded") or a trained artifact folder (headrank.json)."""
+        from headrank.artifact import is_artifact, load_artifact
+
+        if is_artifact(model):
+            return load_artifact(model, dtype=dtype, device=device)
         config = RankerConfig(
             heads=HeadSet.parse(heads),
             scoring=ScoringConfig(calibrate=calibrate, token_mask=token_mask),
@@ -127,28 +134,45 @@ class HeadRanker:
         """Score each forward pass of this list: (document indices by input position, scores)."""
         query = _check_query(query)
         texts = [_document_text(d, i) for i, d in enumerate(documents)]
+        return list(self._iter_lists(query, texts))
+
+    def iter_lists(self, query: str, documents: Sequence[Document]) -> Iterator[tuple[list[int], ListScores]]:
+        """`score_lists` one forward pass per step (input checked at once), so a server can interleave
+        the passes of a long list with those of short ones."""
+        query = _check_query(query)
+        return self._iter_lists(query, [_document_text(d, i) for i, d in enumerate(documents)])
+
+    @torch.inference_mode()
+    def _iter_lists(self, query: str, texts: list[str]) -> Iterator[tuple[list[int], ListScores]]:
         if not texts:
-            return []
+            return
         passage_ids = self.builder.encode_passages(texts)
         order = input_order(len(texts), self.config.order, self.config.seed)
-        out = []
         for window in self.builder.windows(query, passage_ids, order, self.max_length):
             prompt = self.builder.build(query, passage_ids, window)
             attention = query_attention(self.model, prompt, self.heads, self.config.scoring.calibrate)
-            out.append((window, score_list(attention, prompt, self.heads, self.config.scoring)))
-        return out
+            yield window, score_list(attention, prompt, self.heads, self.config.scoring)
+
+    def head_table(self, count: int, lists: Iterable[tuple[list[int], ListScores]]) -> torch.Tensor:
+        """[heads, documents] in the caller's document order from the scored passes of a list of `count`."""
+        table = torch.zeros(len(self.heads.heads), count)
+        for window, scores in lists:
+            table[:, window] = scores.per_head.float().cpu()
+        return table
 
     @torch.inference_mode()
     def per_head_scores(self, query: str, documents: Sequence[Document]) -> torch.Tensor:
         """[heads, documents] in the caller's document order (heads in `self.heads` order)."""
-        table = torch.zeros(len(self.heads.heads), len(documents))
-        for window, scores in self.score_lists(query, documents):
-            table[:, window] = scores.per_head.float().cpu()
-        return table
+        return self.head_table(len(documents), self.score_lists(query, documents))
+
+    def combine(self, count: int, lists: Iterable[tuple[list[int], ListScores]]) -> list[float]:
+        """One score per document, in the caller's order, from the scored passes of a list of `count`."""
+        with torch.inference_mode():
+            return (torch.tensor(self.heads.weight_vector()) @ self.head_table(count, lists)).tolist()
 
     def score(self, query: str, documents: Sequence[Document]) -> list[float]:
         """One score per document, in the caller's order."""
-        return (torch.tensor(self.heads.weight_vector()) @ self.per_head_scores(query, documents)).tolist()
+        return self.combine(len(documents), self.score_lists(query, documents))
 
     def rank(
         self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
