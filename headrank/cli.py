@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-METHODS = ("bm25", "icr")
+METHODS = ("bm25", "icr", "rankgpt")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +49,13 @@ def _ranker(args, heads: str | None = None):
     )
 
 
+def _rankgpt(args):
+    from headrank.baselines.rankgpt import RankGPT, RankGPTConfig
+
+    config = RankGPTConfig(max_passage_tokens=args.max_passage_tokens)
+    return RankGPT.from_pretrained(args.model, dtype=args.dtype, device=args.device, config=config)
+
+
 def cmd_rerank(args) -> None:
     from headrank.data import load_candidates, write_run
     from headrank.experiment import rerank_lists
@@ -63,7 +70,10 @@ def cmd_eval(args) -> None:
     from headrank.data import default_data_dir
     from headrank.experiment import evaluate_method, summary
 
-    ranker = None if args.method == "bm25" else _ranker(args, heads="all" if args.method == "icr" else None)
+    if args.method == "rankgpt":
+        ranker = _rankgpt(args)
+    else:
+        ranker = None if args.method == "bm25" else _ranker(args, heads="all" if args.method == "icr" else None)
     if args.method == "icr" and ranker.depth != ranker.backbone.num_layers:
         raise AssertionError("ICR runs every layer")
     result = evaluate_method(
@@ -78,6 +88,27 @@ def cmd_eval(args) -> None:
     )
     print(summary(result.metrics))
     print(f"wrote {Path(args.out) / 'run.trec'} and {Path(args.out) / 'metrics.json'}")
+
+
+def cmd_retrieve(args) -> None:
+    from headrank.baselines.bm25 import CONFIG_FILE, BM25Retriever, write_retrieved
+    from headrank.data import load_corpus, load_qrels, load_queries
+    from headrank.evaluate import evaluate
+
+    corpus = load_corpus(args.corpus)
+    if args.index and (Path(args.index) / CONFIG_FILE).is_file():
+        retriever = BM25Retriever.load(args.index)
+    else:
+        retriever = BM25Retriever.build(corpus)
+        if args.index:
+            retriever.save(args.index)
+    queries = load_queries(args.queries)
+    run = retriever.search(queries, args.k)
+    write_retrieved(args.out, run, queries, corpus)
+    print(f"retrieved the top {args.k} of {len(corpus)} documents for {len(queries)} queries -> {args.out}")
+    if args.qrels:
+        qrels = load_qrels(args.qrels)
+        print(evaluate({q: dict(items) for q, items in run.items()}, qrels, ["nDCG@10", "R@100"]))
 
 
 def cmd_download(args) -> None:
@@ -115,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("retrieve", help="BM25 (bm25s) top-k candidates from a corpus, to rerank")
+    p.add_argument("--corpus", required=True, help="BEIR corpus jsonl(.gz): {_id, title, text}")
+    p.add_argument("--queries", required=True, help="queries file (jsonl, TSV or TREC topics)")
+    p.add_argument("--out", required=True, help="candidates .jsonl(.gz) with text, or any other name for a TREC run")
+    p.add_argument("--k", type=int, default=100)
+    p.add_argument("--index", help="index folder: loaded if it holds an index, else built and saved there")
+    p.add_argument("--qrels", help="also print nDCG@10 and R@100 against these judgements")
+    p.set_defaults(func=cmd_retrieve)
 
     p = sub.add_parser("download", help="download a public dataset into the data directory")
     p.add_argument("dataset")

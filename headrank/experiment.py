@@ -6,17 +6,40 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from tqdm.auto import tqdm
 
 from headrank.data import CandidateList, run_from_ranking, write_run
 from headrank.datasets import load_dataset
 from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
-from headrank.ranker import HeadRanker
+from headrank.ranker import Document, HeadRanker, RankedResults
+
+
+class Reranker(Protocol):
+    """What the experiment helpers need: HeadRanker, RankGPT, or any object with this `rank`."""
+
+    def rank(
+        self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
+    ) -> RankedResults: ...
+
+
+def describe_ranker(ranker: Reranker | None) -> dict:
+    """The metrics.json fields about the ranker; a reranker other than HeadRanker may offer `run_info()`."""
+    if ranker is None:
+        return {"model": None, "heads": None, "layers_run": 0}
+    if isinstance(ranker, HeadRanker):
+        return {
+            "model": ranker.backbone.source,
+            "heads": ranker.config.heads.describe(),
+            "layers_run": ranker.layer_calls(),
+        }
+    info = getattr(ranker, "run_info", None)
+    return info() if callable(info) else {}
 
 
 def rerank_lists(
-    ranker: HeadRanker | None, lists: Sequence[CandidateList], top_k: int, progress: bool = True
+    ranker: Reranker | None, lists: Sequence[CandidateList], top_k: int, progress: bool = True
 ) -> tuple[dict[str, list[tuple[str, float]]], Stopwatch]:
     """Rerank the top-k of each list; the candidates below k keep their first-stage order under them.
 
@@ -42,7 +65,7 @@ class EvalResult:
 
 
 def evaluate_method(
-    ranker: HeadRanker | None,
+    ranker: Reranker | None,
     method: str,
     dataset: str,
     data_dir: Path,
@@ -59,9 +82,7 @@ def evaluate_method(
     metrics = {
         "dataset": dataset,
         "method": method,
-        "model": ranker.backbone.source if ranker else None,
-        "heads": ranker.config.heads.describe() if ranker else None,
-        "layers_run": ranker.layer_calls() if ranker else 0,
+        **describe_ranker(ranker),
         "top_k": top_k,
         "queries": len(lists),
         **evaluate(scored, data.qrels),
