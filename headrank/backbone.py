@@ -104,8 +104,17 @@ def _convert_gguf(path: Path, target: Path) -> None:
     tmp = target.with_name(target.name + ".partial")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "headrank-source.json").write_text(json.dumps({"gguf": str(path.resolve())}))
     tmp.rename(target)
+
+
+def _gguf_fingerprint(path: Path, folder: Path) -> str:
+    """sha256 of the GGUF file itself (stable across machines), computed once per cached conversion."""
+    record = folder / "headrank-source.json"
+    if record.is_file() and "sha256" in (known := json.loads(record.read_text())):
+        return known["sha256"]
+    digest = file_fingerprint(path)
+    record.write_text(json.dumps({"gguf": str(path.resolve()), "sha256": digest}))
+    return digest
 
 
 def file_fingerprint(path: Path) -> str:
@@ -117,9 +126,16 @@ def file_fingerprint(path: Path) -> str:
 
 
 def _folder_fingerprint(path: Path) -> str:
-    config = (path / "config.json").read_bytes()
-    weights = sorted(p.name + str(p.stat().st_size) for p in path.glob("*.safetensors"))
-    return hashlib.sha256(config + "".join(weights).encode()).hexdigest()
+    """config + size and first/last MiB of each weight file: tells different weights apart without reading GBs."""
+    digest = hashlib.sha256((path / "config.json").read_bytes())
+    for weights in sorted(path.glob("*.safetensors")):
+        size = weights.stat().st_size
+        digest.update(f"{weights.name}:{size}".encode())
+        with weights.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            fh.seek(max(0, size - (1 << 20)))
+            digest.update(fh.read(1 << 20))
+    return digest.hexdigest()
 
 
 def load_backbone(model: str, dtype: str = "float32", device: str = "cpu") -> Backbone:
@@ -135,7 +151,7 @@ def load_backbone(model: str, dtype: str = "float32", device: str = "cpu") -> Ba
         if not folder.is_dir():
             folder.parent.mkdir(parents=True, exist_ok=True)
             _convert_gguf(path, folder)
-        fingerprint = "gguf:" + _folder_fingerprint(folder)
+        fingerprint = "gguf-sha256:" + _gguf_fingerprint(path, folder)
         location = str(folder)
     elif kind == "folder":
         fingerprint = "folder:" + _folder_fingerprint(path)

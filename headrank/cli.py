@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-METHODS = ("bm25", "icr", "rankgpt")
+METHODS = ("bm25", "icr", "qrhead", "selected", "headrank", "rankgpt")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -66,16 +66,28 @@ def cmd_rerank(args) -> None:
     print(f"reranked {len(lists)} queries in {clock.seconds:.1f} s ({clock.per_item:.2f} s/query) -> {args.out}")
 
 
+def _eval_ranker(args):
+    """bm25: none; icr: every head; qrhead/selected: the --heads file; headrank: a trained artifact."""
+    from headrank.artifact import DEFAULT_ARTIFACT, load_artifact
+
+    if args.method == "bm25":
+        return None
+    if args.method == "icr":
+        return _ranker(args, heads="all")
+    if args.method == "rankgpt":
+        return _rankgpt(args)
+    if args.method == "headrank":
+        return load_artifact(args.artifact or DEFAULT_ARTIFACT, dtype=args.dtype, device=args.device)
+    if args.heads == "all":
+        raise ValueError(f"--method {args.method} needs --heads (a head-set file from `headrank select-heads`)")
+    return _ranker(args)
+
+
 def cmd_eval(args) -> None:
     from headrank.data import default_data_dir
     from headrank.experiment import evaluate_method, summary
 
-    if args.method == "rankgpt":
-        ranker = _rankgpt(args)
-    else:
-        ranker = None if args.method == "bm25" else _ranker(args, heads="all" if args.method == "icr" else None)
-    if args.method == "icr" and ranker.depth != ranker.backbone.num_layers:
-        raise AssertionError("ICR runs every layer")
+    ranker = _eval_ranker(args)
     result = evaluate_method(
         ranker,
         args.method,
@@ -88,6 +100,68 @@ def cmd_eval(args) -> None:
     )
     print(summary(result.metrics))
     print(f"wrote {Path(args.out) / 'run.trec'} and {Path(args.out) / 'metrics.json'}")
+
+
+def cmd_select_heads(args) -> None:
+    from headrank.data import default_data_dir
+    from headrank.datasets import load_dataset
+    from headrank.heads import HeadTable, collect_head_table, head_stats, select_heads, write_stats
+
+    out = Path(args.out)
+    table_path = out / "head_table.npz"
+    if args.reuse and table_path.is_file():
+        table = HeadTable.load(table_path)
+    else:
+        data_dir = default_data_dir(args.data_dir)
+        ranker = _ranker(args, heads="all")
+        lists, qrels = [], {}
+        for name in args.dataset:
+            data = load_dataset(name, data_dir, depth=args.top_k)
+            judged = data.judged()
+            lists += judged[: args.limit] if args.limit else judged
+            qrels.update(data.qrels)
+        table = collect_head_table(ranker, lists, qrels, progress=not args.quiet)
+        out.mkdir(parents=True, exist_ok=True)
+        table.save(table_path)
+    stats = head_stats(table)
+    write_stats(stats, out, args.lam, args.measure)
+    chosen = select_heads(stats, args.k, args.lam, args.measure)
+    chosen.save(out / "heads.json")
+    print(f"selected {len(chosen.heads)} heads (truncation depth {chosen.depth}): {chosen.describe()}")
+    print(f"wrote {out / 'heads.json'}, head_stats.csv/json and heatmaps in {out}")
+
+
+def cmd_train(args) -> None:
+    from headrank.alignment import TrainConfig, train_artifact
+    from headrank.data import default_data_dir
+
+    if args.heads == "all":
+        raise ValueError("train needs --heads: a head-set file from `headrank select-heads`")
+    config = TrainConfig(
+        beta=args.beta,
+        gamma=args.gamma,
+        eta=args.eta,
+        tau=args.tau,
+        lr=args.lr,
+        epochs=args.epochs,
+        list_size=args.list_size,
+        max_pairs=args.max_pairs,
+        pairs=args.pairs,
+        lora_rank=args.lora_rank,
+        lora_alpha=2 * args.lora_rank,
+        seed=args.seed,
+    )
+    folder = train_artifact(
+        _ranker(args),
+        config,
+        default_data_dir(args.data_dir),
+        args.dataset,
+        Path(args.out),
+        limit=args.limit,
+        resume=args.resume,
+        progress=not args.quiet,
+    )
+    print(f"wrote the trained ranker to {folder} (load it with HeadRanker.from_pretrained('{folder}'))")
 
 
 def cmd_retrieve(args) -> None:
@@ -140,12 +214,62 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(p)
     p.add_argument("--data-dir", help="folder with the datasets (default: $HEADRANK_DATA)")
     p.add_argument("--dataset", default="dl19")
-    p.add_argument("--method", default="icr", choices=METHODS)
+    p.add_argument(
+        "--method",
+        default="icr",
+        choices=METHODS,
+        help="bm25: first stage; icr: all heads; qrhead/selected: --heads; headrank: --artifact",
+    )
+    p.add_argument("--artifact", help="trained artifact folder for --method headrank (default: the committed one)")
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="only the first N judged queries")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("select-heads", help="head statistics on labelled lists and entropy-regularized selection")
+    _model_options(p)
+    p.add_argument("--data-dir")
+    p.add_argument("--dataset", action="append", default=None, help="training dataset(s), repeatable (default dl21)")
+    p.add_argument("--top-k", type=int, default=20, help="candidates per list")
+    p.add_argument("--limit", type=int, default=None, help="only the first N judged queries of each dataset")
+    p.add_argument("--k", type=int, default=16, help="heads to keep")
+    p.add_argument("--lam", type=float, default=0.5, help="entropy weight lambda in D - lambda*H (0: QRHead)")
+    p.add_argument("--measure", default="ndcg", choices=["ndcg", "pair_accuracy"], help="discriminability D")
+    p.add_argument("--reuse", action="store_true", help="reuse OUT/head_table.npz instead of running the model")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_select_heads)
+
+    from headrank.alignment import TrainConfig
+
+    defaults = TrainConfig()
+    p = sub.add_parser("train", help="preference-align the selected heads (LoRA) and write a trained artifact")
+    _model_options(p)
+    p.add_argument("--data-dir")
+    p.add_argument("--dataset", action="append", default=None, help="training dataset(s), repeatable (default dl21)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N usable lists of each dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    for name, help_text in (
+        ("beta", "preference sharpness"),
+        ("gamma", "entropy weight"),
+        ("eta", "middle-zone variance weight"),
+        ("tau", "softmax temperature of the entropy term"),
+        ("lr", "learning rate"),
+    ):
+        p.add_argument(f"--{name}", type=float, default=getattr(defaults, name), help=help_text)
+    for name, help_text in (
+        ("epochs", "passes over the training lists"),
+        ("list_size", "candidates per training list"),
+        ("max_pairs", "preference pairs per list"),
+        ("lora_rank", "LoRA rank (alpha = 2 x rank)"),
+        ("seed", "seed of orders and pair sampling"),
+    ):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=help_text)
+    p.add_argument("--pairs", default="alps", choices=["alps", "random"], help="ALPS or the random-pair ablation")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("retrieve", help="BM25 (bm25s) top-k candidates from a corpus, to rerank")
     p.add_argument("--corpus", required=True, help="BEIR corpus jsonl(.gz): {_id, title, text}")
@@ -166,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "dataset", "") is None:
+        args.dataset = ["dl21"]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from headrank.backbone import BackboneError
     from headrank.data import DataError

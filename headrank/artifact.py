@@ -1,0 +1,85 @@
+"""Trained rankers as a folder: headrank.json (everything needed to rebuild the ranker) + a LoRA adapter in
+safetensors. Nothing is pickled."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from headrank.backbone import BackboneError, load_backbone
+from headrank.headset import HeadSet
+from headrank.prompt import PromptTemplate
+from headrank.ranker import HeadRanker, RankerConfig
+from headrank.scoring import ScoringConfig
+
+MANIFEST = "headrank.json"
+DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "smollm2-135m-dl21"
+"""the committed ranker for the embedded model, trained on TREC DL21 (see the README for how)."""
+FORMAT = "headrank-artifact/1"
+
+
+def is_artifact(path: str | Path) -> bool:
+    return (Path(path).expanduser() / MANIFEST).is_file()
+
+
+def save_artifact(folder: str | Path, ranker: HeadRanker, peft_model, training: dict, data: dict) -> Path:
+    """Write the adapter (peft's safetensors + config) and the manifest that ties it to its base model."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(folder, safe_serialization=True)
+    readme = folder / "README.md"
+    if readme.exists():  # peft's model card template says nothing about this ranker
+        readme.unlink()
+    manifest = {
+        "format": FORMAT,
+        "base_model": ranker.backbone.source,
+        "base_fingerprint": ranker.backbone.fingerprint,
+        "heads": HeadSet.to_dict(ranker.heads)["heads"],
+        "depth": ranker.depth,
+        "template": asdict(ranker.config.template),
+        "scoring": asdict(ranker.config.scoring),
+        "order": ranker.config.order,
+        "training": training,
+        "data": data,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return folder
+
+
+def read_manifest(folder: str | Path) -> dict:
+    manifest = json.loads((Path(folder) / MANIFEST).read_text())
+    if manifest.get("format") != FORMAT:
+        raise BackboneError(f"{folder}: unknown artifact format {manifest.get('format')!r} (expected {FORMAT})")
+    return manifest
+
+
+def load_artifact(
+    folder: str | Path, dtype: str = "float32", device: str = "cpu", base_model: str | None = None
+) -> HeadRanker:
+    """Rebuild the base, cut it to the artifact's depth, and merge the adapter into it."""
+    from peft import PeftModel
+
+    folder = Path(folder).expanduser()
+    manifest = read_manifest(folder)
+    backbone = load_backbone(base_model or manifest["base_model"], dtype=dtype, device=device)
+    if backbone.fingerprint != manifest["base_fingerprint"]:
+        raise BackboneError(
+            f"{folder} was trained on {manifest['base_model']} ({manifest['base_fingerprint'][:24]}...), "
+            f"but the model loaded is {backbone.fingerprint[:24]}...: pass the same base model"
+        )
+    config = RankerConfig(
+        heads=HeadSet.from_dict({"heads": manifest["heads"]}),
+        scoring=ScoringConfig(**manifest["scoring"]),
+        template=PromptTemplate(**manifest["template"]),
+        order=manifest["order"],
+    )
+    ranker = HeadRanker(backbone, config)
+    if ranker.depth != manifest["depth"]:
+        raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.depth})")
+    merged = PeftModel.from_pretrained(ranker.model, folder).merge_and_unload()
+    backbone.model = merged.eval()
+    ranker.artifact = manifest
+    return ranker
