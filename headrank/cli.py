@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -185,6 +186,84 @@ def cmd_retrieve(args) -> None:
         print(evaluate({q: dict(items) for q, items in run.items()}, qrels, ["nDCG@10", "R@100"]))
 
 
+def cmd_analyze(args) -> None:
+    from dataclasses import asdict
+
+    from headrank.analysis import plot_positions, zone_report
+    from headrank.data import default_data_dir
+    from headrank.datasets import load_dataset
+    from headrank.evaluate import format_table
+
+    qrels = load_dataset(args.dataset, default_data_dir(args.data_dir)).qrels
+    reports = [zone_report(Path(d), qrels, args.relevant_grade) for d in args.runs]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "middle_zone.json").write_text(json.dumps([asdict(r) for r in reports], indent=1) + "\n")
+    plot_positions(reports, out / "score_by_position.png")
+    columns = [
+        "label",
+        "queries",
+        "selectivity_gap",
+        "top_quartile_relevant_middle",
+        "top_quartile_irrelevant_middle",
+        "middle_variance",
+        "middle_variance_raw",
+    ]
+    print(format_table([asdict(r) for r in reports], columns))
+    print(f"wrote {out / 'middle_zone.json'} and {out / 'score_by_position.png'}")
+
+
+def _candidate_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--candidates", required=True, help="jsonl(.gz) or parquet candidates, or a TREC run with --queries/--corpus"
+    )
+    parser.add_argument("--queries", help="queries file, to join a TREC run")
+    parser.add_argument("--corpus", help="BEIR corpus jsonl(.gz), to join a TREC run")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--top-k", type=int, default=20, help="rerank this many; the rest keep their order below")
+    parser.add_argument("--tag", default="headrank")
+
+
+def cmd_serve(args) -> None:
+    from headrank.artifact import is_artifact
+    from headrank.serve import ServeConfig, serve
+
+    if args.artifact:
+        if not is_artifact(args.artifact):
+            raise ValueError(f"--artifact {args.artifact} is not a trained artifact folder (no headrank.json)")
+        args.model = args.artifact
+    config = ServeConfig(
+        model_name=args.name or Path(args.model).name,
+        max_documents=args.max_documents,
+        max_body_bytes=args.max_body_bytes,
+        queue_size=args.queue_size,
+        max_active=args.max_active,
+    )
+    serve(_ranker(args), args.host, args.port, config)
+
+
+def cmd_rerank_distributed(args) -> None:
+    from functools import partial
+
+    from headrank.data import load_candidates
+    from headrank.distributed import RayOptions, rerank_distributed
+    from headrank.evaluate import Stopwatch
+
+    options = RayOptions(
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        batch_size=args.batch_size,
+        address=args.address,
+    )
+    lists = load_candidates(args.candidates, args.queries, args.corpus)
+    with Stopwatch() as clock:
+        table = rerank_distributed(
+            lists, partial(_ranker, args), args.out, args.top_k, options, args.tag, progress=not args.quiet
+        )
+    print(f"reranked {len(lists)} queries on Ray in {clock.seconds:.1f} s -> {args.out} and {table}")
+
+
 def cmd_download(args) -> None:
     from headrank.data import default_data_dir
     from headrank.datasets import download_dataset
@@ -201,12 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rerank", help="rerank candidate lists into a TREC run")
     _model_options(p)
-    p.add_argument("--candidates", required=True, help="jsonl(.gz) candidates, or a TREC run with --queries/--corpus")
-    p.add_argument("--queries", help="queries file, to join a TREC run")
-    p.add_argument("--corpus", help="BEIR corpus jsonl(.gz), to join a TREC run")
-    p.add_argument("--out", required=True)
-    p.add_argument("--top-k", type=int, default=20, help="rerank this many; the rest keep their order below")
-    p.add_argument("--tag", default="headrank")
+    _candidate_options(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_rerank)
 
@@ -279,6 +353,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", help="index folder: loaded if it holds an index, else built and saved there")
     p.add_argument("--qrels", help="also print nDCG@10 and R@100 against these judgements")
     p.set_defaults(func=cmd_retrieve)
+
+    p = sub.add_parser("analyze", help="middle-zone selectivity and score-by-position plots from eval outputs")
+    p.add_argument("runs", nargs="+", help="output folders of `headrank eval` (with scores.jsonl)")
+    p.add_argument("--data-dir")
+    p.add_argument("--dataset", default="dl19", help="whose qrels to judge with")
+    p.add_argument("--relevant-grade", type=int, default=2, help="lowest grade counted as relevant (DL: 2)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("serve", help="serve the reranker over HTTP (Cohere/Jina /v1/rerank, TEI /rerank)")
+    _model_options(p)
+    p.add_argument("--artifact", help="a trained artifact folder to serve instead of --model/--heads")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--name", help="model name in the answers (default: the model's)")
+    p.add_argument("--max-documents", type=int, default=1000, help="documents per request")
+    p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    p.add_argument("--queue-size", type=int, default=32, help="waiting requests before 429")
+    p.add_argument("--max-active", type=int, default=4, help="requests interleaved a forward pass at a time")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("rerank-distributed", help="rerank candidate lists on Ray Data into a TREC run + parquet")
+    _model_options(p)
+    _candidate_options(p)
+    p.add_argument("--workers", type=int, default=2, help="Ray actors, each with one copy of the model")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="e.g. 1 with --device cuda on a GPU cluster")
+    p.add_argument("--batch-size", type=int, default=4, help="queries per actor call")
+    p.add_argument("--address", help="an existing Ray cluster (default: start Ray on this machine)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_rerank_distributed)
 
     p = sub.add_parser("download", help="download a public dataset into the data directory")
     p.add_argument("dataset")

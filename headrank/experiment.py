@@ -33,17 +33,24 @@ def describe_ranker(ranker: Reranker | None) -> dict:
             "model": ranker.backbone.source,
             "heads": ranker.config.heads.describe(),
             "layers_run": ranker.layer_calls(),
+            "order": ranker.config.order,
+            "trained_on": ranker.artifact["data"]["datasets"] if ranker.artifact else None,
         }
     info = getattr(ranker, "run_info", None)
     return info() if callable(info) else {}
 
 
 def rerank_lists(
-    ranker: Reranker | None, lists: Sequence[CandidateList], top_k: int, progress: bool = True
+    ranker: Reranker | None,
+    lists: Sequence[CandidateList],
+    top_k: int,
+    progress: bool = True,
+    scores: dict[str, dict[str, float]] | None = None,
 ) -> tuple[dict[str, list[tuple[str, float]]], Stopwatch]:
     """Rerank the top-k of each list; the candidates below k keep their first-stage order under them.
 
-    `ranker=None` keeps the first-stage order (the BM25 baseline)."""
+    `ranker=None` keeps the first-stage order (the BM25 baseline). `scores`, when given, receives the
+    reranker's own score of each reranked document (for the middle-zone analysis)."""
     clock = Stopwatch()
     run = {}
     for lst in tqdm(lists, desc="rerank", unit="query", disable=not progress):
@@ -54,6 +61,8 @@ def rerank_lists(
             else:
                 ranked = ranker.rank(lst.query, lst.head(top_k).documents(), [c.docid for c in head])
                 order = [r.doc_id for r in ranked]
+                if scores is not None:
+                    scores[lst.qid] = {r.doc_id: r.score for r in ranked}
         run.update(run_from_ranking([(lst.qid, order + [c.docid for c in tail])]))
     return run, clock
 
@@ -77,7 +86,8 @@ def evaluate_method(
     """Rerank a named dataset with a ranker (or none, for BM25) and score it with ir-measures."""
     data = load_dataset(dataset, data_dir)
     lists = data.judged()[:limit] if limit else data.judged()
-    run, clock = rerank_lists(ranker, lists, top_k, progress)
+    model_scores: dict[str, dict[str, float]] = {}
+    run, clock = rerank_lists(ranker, lists, top_k, progress, model_scores)
     scored = {q: dict(items) for q, items in run.items()}
     metrics = {
         "dataset": dataset,
@@ -94,7 +104,24 @@ def evaluate_method(
         out.mkdir(parents=True, exist_ok=True)
         write_run(out / "run.trec", run, tag=method)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if model_scores:
+            write_scores(out / "scores.jsonl", lists, top_k, model_scores)
     return EvalResult(metrics, run)
+
+
+def write_scores(path: Path, lists: Sequence[CandidateList], top_k: int, scores: dict[str, dict[str, float]]) -> None:
+    """The reranker's own scores with each document's first-stage rank (input positions follow from it)."""
+    with path.open("w") as fh:
+        for lst in lists:
+            for rank, c in enumerate(lst.candidates[:top_k], 1):
+                if c.docid in scores.get(lst.qid, {}):
+                    row = {
+                        "qid": lst.qid,
+                        "docid": c.docid,
+                        "first_stage_rank": rank,
+                        "score": scores[lst.qid][c.docid],
+                    }
+                    fh.write(json.dumps(row) + "\n")
 
 
 def summary(metrics: dict) -> str:

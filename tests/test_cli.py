@@ -19,20 +19,22 @@ def tiny_folder(tmp_path_factory):
 
 @pytest.fixture
 def mini_data(tmp_path):
-    """A two-query dataset in the dl19 layout."""
-    folder = tmp_path / "data" / "dl19"
-    folder.mkdir(parents=True)
-    docs = {"1": ["fleas live a year", "cats purr", "the host of fleas"], "2": ["wifi is wireless", "goldfish grow"]}
-    queries = {"1": "how long do fleas live", "2": "what is wifi"}
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"qid": q, "text": t}) + "\n" for q, t in queries.items()))
-    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1-0\t3\n1\t1-2\t1\n2\t2-0\t2\n")
+    """A two-query dataset in the dl19 layout, and the same as dl21 (for training)."""
     import gzip
 
-    with gzip.open(folder / "candidates.bm25top100.jsonl.gz", "wt") as fh:
-        for q, texts in docs.items():
-            for r, t in enumerate(texts, 1):
-                row = {"qid": q, "query": queries[q], "docid": f"{q}-{r - 1}", "rank": r, "score": 10.0 - r, "text": t}
-                fh.write(json.dumps(row) + "\n")
+    docs = {"1": ["fleas live a year", "cats purr", "the host of fleas"], "2": ["wifi is wireless", "goldfish grow"]}
+    queries = {"1": "how long do fleas live", "2": "what is wifi"}
+    for name in ("dl19", "dl21"):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        lines = "".join(json.dumps({"qid": q, "text": t}) + "\n" for q, t in queries.items())
+        (folder / "queries.jsonl").write_text(lines)
+        (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1-0\t3\n1\t1-2\t2\n2\t2-0\t2\n")
+        with gzip.open(folder / "candidates.bm25top100.jsonl.gz", "wt") as fh:
+            for q, texts in docs.items():
+                for r, t in enumerate(texts, 1):
+                    row = {"qid": q, "query": queries[q], "docid": f"{q}-{r - 1}", "rank": r, "text": t}
+                    fh.write(json.dumps(row) + "\n")
     return tmp_path / "data"
 
 
@@ -55,8 +57,8 @@ def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
         == 0
     )
     metrics = json.loads((tmp_path / "bm25" / "metrics.json").read_text())
-    # q1: grades 3, 0, 1 in BM25 order; q2: ideal
-    q1 = (3 + 1 / math.log2(4)) / (3 + 1 / math.log2(3))
+    # q1: grades 3, 0, 2 in BM25 order; q2: ideal
+    q1 = (3 + 2 / math.log2(4)) / (3 + 2 / math.log2(3))
     assert metrics["ndcg@10"] == pytest.approx((q1 + 1.0) / 2) and metrics["queries"] == 2
     assert (
         main(
@@ -168,3 +170,28 @@ def test_cli_errors_are_clear(tiny_folder, mini_data, tmp_path, capsys):
     assert "unknown dataset" in capsys.readouterr().err
     assert main(["rerank", "--candidates", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "r")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_select_train_eval_analyze_pipeline(tiny_folder, mini_data, tmp_path, capsys):
+    model = ["--model", str(tiny_folder)]
+    data = ["--data-dir", str(mini_data)]
+    sel = tmp_path / "sel"
+    assert main(["select-heads", *model, *data, "--k", "3", "--out", str(sel), "--quiet"]) == 0
+    heads = json.loads((sel / "heads.json").read_text())["heads"]
+    assert len(heads) == 3 and (sel / "heatmap_entropy.png").is_file() and (sel / "head_table.npz").is_file()
+    assert main(["select-heads", *data, "--k", "2", "--lam", "0", "--reuse", "--out", str(sel), "--quiet"]) == 0
+    assert len(json.loads((sel / "heads.json").read_text())["heads"]) == 2
+    art = tmp_path / "art"
+    train = ["train", *model, *data, "--heads", str(sel / "heads.json"), "--epochs", "2", "--out", str(art), "--quiet"]
+    assert main(train) == 0
+    assert (art / "headrank.json").is_file() and (art / "loss_curve.png").is_file()
+    assert sorted(p.name for p in (art / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    ev = tmp_path / "ev"
+    assert main(["eval", *data, "--method", "headrank", "--artifact", str(art), "--out", str(ev), "--quiet"]) == 0
+    metrics = json.loads((ev / "metrics.json").read_text())
+    assert metrics["trained_on"] == ["dl21"] and metrics["layers_run"] <= 4
+    assert (ev / "scores.jsonl").read_text().count("\n") == 5
+    assert main(["analyze", str(ev), *data, "--dataset", "dl19", "--out", str(tmp_path / "an")]) == 0
+    assert "selectivity_gap" in capsys.readouterr().out
+    assert main(["eval", *data, "--method", "qrhead", "--out", str(tmp_path / "q")]) == 2
+    assert "needs --heads" in capsys.readouterr().err
