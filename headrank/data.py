@@ -69,6 +69,18 @@ def _is_jsonl(path: str | Path) -> bool:
     return ".jsonl" in Path(path).name or ".json" in Path(path).name
 
 
+def _rows(path: str | Path) -> Iterator[dict]:
+    """Lines of a jsonl(.gz) file or rows of a parquet file (parquet needs pyarrow: the `distributed` extra)."""
+    if Path(path).suffix != ".parquet":
+        yield from _jsonl(path)
+        return
+    if not Path(path).is_file():
+        raise DataError(f"file not found: {path}")
+    import pyarrow.parquet as pq
+
+    yield from pq.read_table(path).to_pylist()
+
+
 def load_queries(path: str | Path) -> dict[str, str]:
     """jsonl ({qid|_id, text|query}), TSV (qid<TAB>text, TREC DL topics) or TREC SGML topics (<top>)."""
     if _is_jsonl(path):
@@ -162,12 +174,12 @@ def load_candidates(
     corpus: str | Path | Mapping[str, tuple[str, str]] | None = None,
     depth: int | None = None,
 ) -> list[CandidateList]:
-    """Candidate lists from flat jsonl(.gz) ({qid, query, docid, rank, text[, title, score]}), rank_llm jsonl,
-    or a TREC run joined with `queries` and a BEIR `corpus`."""
-    if _is_jsonl(path):
+    """Candidate lists from flat jsonl(.gz) or parquet ({qid, query, docid, rank, text[, title, score]}),
+    rank_llm jsonl, or a TREC run joined with `queries` and a BEIR `corpus`."""
+    if _is_jsonl(path) or Path(path).suffix == ".parquet":
         lists: dict[str, CandidateList] = {}
         ranks: dict[str, list[int]] = {}
-        for row in _jsonl(path):
+        for row in _rows(path):
             if "candidates" in row and isinstance(row.get("query"), dict):
                 item = _rank_llm_rows(row)
                 lists[item.qid] = item
@@ -206,9 +218,14 @@ def write_run(path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as fh:
-        for qid, ranked in run.items():
-            for rank, (docid, score) in enumerate(ranked, 1):
-                fh.write(f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n")
+        fh.writelines(run_lines(run, tag))
+
+
+def run_lines(run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "headrank") -> Iterator[str]:
+    """TREC run lines, so a large run can be written as it is produced."""
+    for qid, ranked in run.items():
+        for rank, (docid, score) in enumerate(ranked, 1):
+            yield f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n"
 
 
 def run_from_ranking(lists: Iterable[tuple[str, Sequence[str]]]) -> dict[str, list[tuple[str, float]]]:

@@ -1,0 +1,244 @@
+"""The HTTP service over a real socket (uvicorn on 127.0.0.1) with the tiny model: shapes, bad input, queueing."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import uvicorn
+
+from headrank.cli import main
+from headrank.ranker import HeadRanker, RankerConfig
+from headrank.serve import QueueFull, Scheduler, ServeConfig, create_app
+from headrank.testing import save_tiny, tiny_backbone
+
+from .conftest import DOCS, FLEA_QUERY
+
+# 150 tokens per pass: five of the test documents need two forward passes, fifteen need five
+MAX_LENGTH = 150
+
+
+@pytest.fixture(scope="module")
+def ranker() -> HeadRanker:
+    return HeadRanker(tiny_backbone(), RankerConfig(max_length=MAX_LENGTH))
+
+
+@contextlib.contextmanager
+def served(app) -> Iterator[httpx.Client]:
+    """Run the app with uvicorn on a free port of 127.0.0.1 in a thread; a client for it."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=120) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def client(ranker):
+    config = ServeConfig(model_name="tiny", max_documents=8, max_body_bytes=20_000)
+    with served(create_app(ranker, config)) as c:
+        yield c
+
+
+class Gated:
+    """A ranker whose lists wait at their first forward pass until the test opens the gate."""
+
+    def __init__(self, ranker: HeadRanker):
+        self.ranker = ranker
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def iter_lists(self, query, documents):
+        steps = self.ranker.iter_lists(query, documents)
+
+        def gated():
+            self.entered.set()
+            self.gate.wait(60)
+            yield from steps
+
+        return gated()
+
+    def combine(self, count, lists):
+        return self.ranker.combine(count, lists)
+
+
+def test_cohere_jina_shape(client, ranker):
+    docs = [*DOCS[:3], {"text": DOCS[3], "title": "Goldfish"}, {"text": DOCS[4]}]
+    answer = client.post("/v1/rerank", json={"model": "any", "query": FLEA_QUERY, "documents": docs})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["model"] == "tiny" and body["usage"] == {"documents": 5}
+    expected = ranker.score(FLEA_QUERY, [*DOCS[:3], {"text": DOCS[3], "title": "Goldfish"}, DOCS[4]])
+    results = body["results"]
+    assert sorted(r["index"] for r in results) == [0, 1, 2, 3, 4]
+    assert [r["relevance_score"] for r in results] == sorted(expected, reverse=True)
+    assert all(r["relevance_score"] == expected[r["index"]] for r in results)
+    shown = [{"text": d} if isinstance(d, str) else d for d in docs]
+    assert all(r["document"] == shown[r["index"]] for r in results)
+
+    cut = client.post(
+        "/v1/rerank", json={"query": FLEA_QUERY, "documents": docs, "top_n": 2, "return_documents": False}
+    )
+    assert cut.json()["results"] == [{k: v for k, v in r.items() if k != "document"} for r in results[:2]]
+
+
+def test_text_embeddings_inference_shape(client, ranker):
+    answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS, "return_text": True, "truncate": True})
+    assert answer.status_code == 200, answer.text
+    expected = ranker.score(FLEA_QUERY, DOCS)
+    assert [r["score"] for r in answer.json()] == sorted(expected, reverse=True)
+    assert all(r["text"] == DOCS[r["index"]] and r["score"] == expected[r["index"]] for r in answer.json())
+    assert "text" not in client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS}).json()[0]
+    assert client.post("/rerank", json={"query": FLEA_QUERY, "texts": []}).json() == []
+
+
+def test_health_and_openapi(client):
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "tiny"
+    assert client.get("/docs").status_code == 200
+    assert {"/v1/rerank", "/rerank", "/health"} <= set(client.get("/openapi.json").json()["paths"])
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/v1/rerank", {"documents": DOCS}, 422, "query: Field required"),
+        ("/v1/rerank", {"query": "", "documents": DOCS}, 422, "query is empty"),
+        ("/v1/rerank", {"query": "  ", "documents": DOCS}, 422, "query is empty"),
+        ("/v1/rerank", {"query": FLEA_QUERY, "documents": ["a", 5]}, 422, "documents.1"),
+        ("/v1/rerank", {"query": FLEA_QUERY, "documents": [{"title": "t"}]}, 422, "documents.0"),
+        ("/v1/rerank", {"query": FLEA_QUERY, "documents": "fleas"}, 422, "documents"),
+        ("/v1/rerank", {"query": FLEA_QUERY, "documents": DOCS, "top_n": 0}, 422, "top_n"),
+        ("/v1/rerank", {"query": FLEA_QUERY, "documents": DOCS * 2}, 422, "at most 8 documents per request, got 10"),
+        ("/rerank", {"query": FLEA_QUERY, "texts": DOCS * 2}, 422, "at most 8 documents"),
+        ("/rerank", {"query": FLEA_QUERY, "texts": [None]}, 422, "texts.0"),
+        ("/rerank", {"query": "", "texts": DOCS}, 422, "query is empty"),
+        ("/rerank", {"texts": DOCS}, 422, "query: Field required"),
+        ("/v1/rerank", {"query": FLEA_QUERY, "documents": ["x " * 400]}, 422, "tokens but the model takes"),
+    ],
+)
+def test_bad_input_gets_a_clear_4xx(client, path, body, status, message):
+    answer = client.post(path, json=body)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["detail"]
+
+
+def test_malformed_json_and_oversized_bodies(client):
+    answer = client.post(
+        "/v1/rerank", content=b'{"query": "fleas", "documents": [', headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 400 and "not valid JSON" in answer.json()["detail"]
+    big = {"query": FLEA_QUERY, "documents": ["fleas " * 1000] * 4}
+    answer = client.post("/v1/rerank", json=big)
+    assert answer.status_code == 413 and "over 20000 bytes" in answer.json()["detail"]
+    chunked = client.post("/v1/rerank", content=iter([b"x" * 15_000] * 2), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert client.get("/health").status_code == 200  # the server is still up
+
+
+def test_concurrent_requests_score_as_sequential_ones(client, ranker):
+    requests = [
+        ("/v1/rerank", {"query": q, "documents": DOCS[:n]}) for q in (FLEA_QUERY, "what is wifi") for n in (1, 3, 5)
+    ]
+    requests += [
+        ("/rerank", {"query": "goldfish tank size", "texts": DOCS[::-1]}),
+        ("/rerank", {"query": "war", "texts": DOCS[:2]}),
+    ]
+    sequential = [client.post(path, json=body).json() for path, body in requests]
+    with ThreadPoolExecutor(len(requests)) as pool:
+        concurrent = list(pool.map(lambda r: client.post(r[0], json=r[1]).json(), requests * 2))
+    assert concurrent == sequential * 2
+    assert len(ranker.score_lists(FLEA_QUERY, DOCS)) > 1  # the interleaving covered multi-pass lists
+
+
+def test_full_queue_answers_429(ranker):
+    gated = Gated(ranker)
+    body = {"query": FLEA_QUERY, "documents": DOCS}
+    with served(create_app(gated, ServeConfig(queue_size=1, max_active=1))) as client, ThreadPoolExecutor(2) as pool:
+        running = pool.submit(client.post, "/v1/rerank", json=body)
+        assert gated.entered.wait(60)  # the worker holds the first request
+        waiting = pool.submit(client.post, "/v1/rerank", json=body)
+        while client.get("/health").json()["waiting"] < 1:
+            time.sleep(0.01)
+        refused = client.post("/v1/rerank", json=body)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert "retry later" in refused.json()["detail"]
+        gated.gate.set()
+        assert running.result().status_code == 200 and waiting.result().status_code == 200
+        assert running.result().json() == waiting.result().json()
+
+
+def test_a_long_list_does_not_hold_back_a_short_one(ranker):
+    gated = Gated(ranker)
+    scheduler = Scheduler(gated, queue_size=4, max_active=4)
+    scheduler.start()
+    done = []
+    try:
+        long = scheduler.submit(FLEA_QUERY, DOCS * 3)
+        assert gated.entered.wait(60)
+        short = scheduler.submit("what is wifi", DOCS[:2])
+        long.add_done_callback(lambda _: done.append("long"))
+        short.add_done_callback(lambda _: done.append("short"))
+        gated.gate.set()
+        assert short.result(60) == ranker.score("what is wifi", DOCS[:2])
+        assert long.result(60) == ranker.score(FLEA_QUERY, DOCS * 3)
+    finally:
+        scheduler.stop()
+    assert len(ranker.score_lists(FLEA_QUERY, DOCS * 3)) >= 4
+    assert done == ["short", "long"]
+
+
+def test_scheduler_refuses_when_full_and_checks_input(ranker):
+    scheduler = Scheduler(ranker, queue_size=1)  # not started: nothing leaves the queue
+    scheduler.submit(FLEA_QUERY, DOCS)
+    with pytest.raises(QueueFull):
+        scheduler.submit(FLEA_QUERY, DOCS)
+    with pytest.raises(TypeError, match="document 0"):
+        scheduler.submit(FLEA_QUERY, [3])
+    with pytest.raises(ValueError, match="queue_size"):
+        ServeConfig(queue_size=0)
+
+
+def test_headrank_serve_command(tmp_path):
+    folder = save_tiny(tmp_path / "tiny")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "headrank.cli", "serve", "--model", str(folder), "--port", str(port)]
+    server = subprocess.Popen([*command, "--name", "tiny-cli"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            while True:
+                assert server.poll() is None, server.stdout.read().decode()
+                with contextlib.suppress(httpx.TransportError):
+                    assert client.get("/health").json()["model"] == "tiny-cli"
+                    break
+                time.sleep(0.2)
+            answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS})
+            assert answer.status_code == 200 and len(answer.json()) == len(DOCS)
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def test_serve_refuses_a_folder_that_is_not_an_artifact(tmp_path, capsys):
+    assert main(["serve", "--artifact", str(tmp_path)]) == 2
+    assert "is not a trained artifact folder" in capsys.readouterr().err
