@@ -1,0 +1,543 @@
+"""One command for the cost side of HeadRank: speed against ICR and RankGPT, growth with list size and passage
+length, FLOPs against the matmul throughput this machine reaches, a profile of one query, and the effect of
+the speed settings we tried (before/after). Writes perf.md, perf.json and PNG plots to --out.
+
+    flock /tmp/headrank-cpu.lock .venv/bin/python benchmarks/perf.py --data-dir ../shared/data --out DIR
+
+Small by default (a few queries): the figures are latencies, not quality. `--device cuda` runs the same on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from headrank.backbone import Backbone, load_backbone
+from headrank.baselines.rankgpt import RankGPT
+from headrank.data import Candidate, CandidateList, default_data_dir
+from headrank.datasets import load_dataset
+from headrank.evaluate import format_table, machine
+from headrank.headset import HeadSet
+from headrank.prompt import PromptTemplate, input_order
+from headrank.ranker import HeadRanker, RankerConfig, _document_text
+from headrank.scoring import query_attention, score_list
+
+DEFAULT_HEADS = ",".join(f"{layer}-{head}" for layer in range(8, 16) for head in (2, 6))
+"""16 heads within the first 16 layers: the cost depends on the depth (16 of 30 layers), not on which heads."""
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    """Peak memory during a block: resident set sampled every millisecond on CPU, allocator peak on CUDA."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.peak_mb = 0.0
+        self.base_mb = 0.0
+
+    @staticmethod
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def __enter__(self):
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            self.base_mb = torch.cuda.memory_allocated() / 2**20
+            return self
+        self.base_mb = self.peak_mb = self.rss_mb()
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(0.001):
+                self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.startswith("cuda"):
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak_mb = max(self.peak_mb, self.rss_mb())
+
+    @property
+    def growth_mb(self) -> float:
+        return self.peak_mb - self.base_mb
+
+
+@dataclass
+class Timing:
+    seconds: list[float] = field(default_factory=list)
+    peak_mb: float = 0.0
+    growth_mb: float = 0.0
+
+    @property
+    def per_query(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def timed(fn: Callable[[], object], device: str, repeats: int = 1) -> tuple[Timing, object]:
+    """Median wall time of `repeats` calls and the peak memory over them (the first result is returned)."""
+    timing, result = Timing(), None
+    with PeakMemory(device) as memory:
+        for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
+            out = fn()
+            sync(device)
+            timing.seconds.append(time.perf_counter() - start)
+            result = out if result is None else result
+    timing.peak_mb, timing.growth_mb = memory.peak_mb, memory.growth_mb
+    return timing, result
+
+
+def rank_all(ranker, lists: Sequence[CandidateList]) -> list[list[str]]:
+    return [[r.doc_id for r in ranker.rank(lst.query, lst.documents(), lst.docids())] for lst in lists]
+
+
+def time_queries(ranker, lists: Sequence[CandidateList], device: str) -> tuple[Timing, list[list[str]]]:
+    """Per-query times over the lists after one warm-up query (first calls pay one-off setup)."""
+    rank_all(ranker, lists[:1])
+    timing, rankings = Timing(), []
+    with PeakMemory(device) as memory:
+        for lst in lists:
+            sync(device)
+            start = time.perf_counter()
+            rankings += rank_all(ranker, [lst])
+            sync(device)
+            timing.seconds.append(time.perf_counter() - start)
+    timing.peak_mb, timing.growth_mb = memory.peak_mb, memory.growth_mb
+    return timing, rankings
+
+
+# ---------------------------------------------------------------- FLOPs and the machine's matmul throughput
+
+
+def layer_flops(config, tokens: int, context_before: int, causal_block: bool) -> float:
+    """FLOPs of one decoder layer for `tokens` new tokens after `context_before` cached ones (matmuls only).
+
+    Projections and MLP: 2 FLOPs per weight per token. Attention: QK^T and AV, 2 * 2 * heads * head_dim per
+    (query, key) pair; a causal block sees half of itself."""
+    d, ff = config.hidden_size, config.intermediate_size
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or d // heads
+    weights = d * heads * head_dim + 2 * d * kv * head_dim + heads * head_dim * d + 3 * d * ff
+    pairs = tokens * context_before + (tokens * (tokens + 1) / 2 if causal_block else tokens * tokens)
+    return 2.0 * weights * tokens + 4.0 * heads * head_dim * pairs
+
+
+def pass_flops(config, depth: int, prefix_len: int, suffix_rows: int, suffix_width: int) -> dict[str, float]:
+    """The truncated forward of one list: the prefix pass, then `suffix_rows` suffixes over its cache."""
+    prefix = depth * layer_flops(config, prefix_len, 0, True)
+    suffix = depth * suffix_rows * layer_flops(config, suffix_width, prefix_len, True)
+    return {"prefix": prefix, "suffix": suffix, "total": prefix + suffix}
+
+
+def matmul_throughput(device: str, m: int, k: int, n: int, repeats: int = 10) -> float:
+    """FLOP/s of a plain float32 [m,k] @ [k,n] on this device: what the model's biggest matmuls can reach."""
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    for _ in range(2):
+        a @ b
+    timing, _ = timed(lambda: a @ b, device, repeats)
+    return 2.0 * m * k * n / timing.per_query
+
+
+# ---------------------------------------------------------------- profile of one query
+
+
+@contextmanager
+def decoder_calls(model, device: str):
+    """Wall time of each decoder forward (the prefix pass, then the query passes), via hooks: no core change."""
+    spans: list[float] = []
+    starts: list[float] = []
+
+    def before(*_):
+        sync(device)
+        starts.append(time.perf_counter())
+
+    def after(*_):
+        sync(device)
+        spans.append(time.perf_counter() - starts.pop())
+
+    handles = [model.model.register_forward_pre_hook(before), model.model.register_forward_hook(after)]
+    try:
+        yield spans
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[str, float]:
+    """Seconds per phase of one list: tokenisation, prefix pass, query passes, score reduction."""
+    phases = dict.fromkeys(
+        ["tokenisation", "prefix pass", "query passes", "cache copy + capture", "score reduction"], 0.0
+    )
+    with torch.inference_mode(), decoder_calls(ranker.model, device) as spans:
+        start = time.perf_counter()
+        prompts = list_prompts(ranker, lst)
+        phases["tokenisation"] = time.perf_counter() - start
+        for prompt in prompts:
+            sync(device)
+            start = time.perf_counter()
+            attention = query_attention(ranker.model, prompt, ranker.heads, ranker.config.scoring.calibrate)
+            sync(device)
+            middle = time.perf_counter()
+            scores = score_list(attention, prompt, ranker.heads, ranker.config.scoring).scores
+            scores.cpu()
+            phases["score reduction"] += time.perf_counter() - middle
+            prefix, queries = spans[-2], spans[-1]
+            phases["prefix pass"] += prefix
+            phases["query passes"] += queries
+            phases["cache copy + capture"] += middle - start - prefix - queries
+    phases["prompt tokens"] = sum(len(p.input_ids) for p in prompts)
+    phases["windows"] = len(prompts)
+    return phases
+
+
+def op_table(ranker: HeadRanker, lst: CandidateList, rows: int = 8) -> list[dict]:
+    """The operators that take the time of one query (torch.profiler, self time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        rank_all(ranker, [lst])
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return [
+        {
+            "operator": e.key,
+            "calls": e.count,
+            "self s": e.self_cpu_time_total / 1e6,
+            "share": e.self_cpu_time_total / total,
+        }
+        for e in events[:rows]
+    ]
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class Setup:
+    model: str
+    heads: HeadSet
+    device: str
+    lists: list[CandidateList]
+
+
+def load_lists(data_dir: Path, dataset: str, queries: int, depth: int = 100) -> list[CandidateList]:
+    judged = load_dataset(dataset, data_dir, depth=depth).judged()
+    if len(judged) < queries:
+        raise SystemExit(f"{dataset} has {len(judged)} judged queries, fewer than --queries {queries}")
+    return judged[:queries]
+
+
+def compare_methods(full: Backbone, selected: HeadRanker, setup: Setup, top_k: int, rankgpt: bool) -> list[dict]:
+    lists = [lst.head(top_k) for lst in setup.lists]
+    rankers = {"HeadRank (selected heads, truncated)": selected, "ICR (all heads, full depth)": HeadRanker(full)}
+    if rankgpt:
+        rankers["RankGPT (generative, window 20/10)"] = RankGPT(full)
+    rows = []
+    for name, ranker in rankers.items():
+        timing, _ = time_queries(ranker, lists, setup.device)
+        row = {
+            "method": name,
+            "layers run": ranker.layer_calls() if isinstance(ranker, HeadRanker) else full.num_layers,
+            "s/query": timing.per_query,
+            "queries/s": 1.0 / timing.per_query,
+            "peak MB": timing.peak_mb,
+            "growth MB": timing.growth_mb,
+        }
+        if isinstance(ranker, RankGPT):
+            row["formatting success"] = ranker.formatting_success_rate
+        rows.append(row)
+    base = rows[0]["s/query"]
+    for row in rows:
+        row["time / HeadRank"] = row["s/query"] / base
+    return rows
+
+
+def list_prompts(ranker: HeadRanker, lst: CandidateList) -> list:
+    """The prompts (one per window) that the ranker builds for this list."""
+    builder = ranker.builder
+    texts = [_document_text(d, i) for i, d in enumerate(lst.documents())]
+    passage_ids = builder.encode_passages(texts)
+    order = input_order(len(texts), ranker.config.order, ranker.config.seed)
+    return [
+        builder.build(lst.query, passage_ids, w)
+        for w in builder.windows(lst.query, passage_ids, order, ranker.max_length)
+    ]
+
+
+def count_windows(ranker: HeadRanker, lst: CandidateList) -> int:
+    return len(list_prompts(ranker, lst))
+
+
+def scaling(selected: HeadRanker, icr: HeadRanker, setup: Setup, sizes: Sequence[int]) -> list[dict]:
+    lst = setup.lists[0]
+    rows = []
+    for n in sizes:
+        sub = lst.head(n)
+        for name, ranker in (("HeadRank", selected), ("ICR", icr)):
+            timing, _ = timed(lambda r=ranker, s=sub: rank_all(r, [s]), setup.device)
+            rows.append(
+                {
+                    "method": name,
+                    "passages": n,
+                    "windows": count_windows(ranker, sub),
+                    "s/query": timing.per_query,
+                    "peak MB": timing.peak_mb,
+                    "growth MB": timing.growth_mb,
+                }
+            )
+    return rows
+
+
+def length_scaling(selected: HeadRanker, setup: Setup, lengths: Sequence[int], count: int = 20) -> list[dict]:
+    """Passages of exactly L tokens (neighbouring candidates concatenated, then cut), same query, 20 of them."""
+    lst = setup.lists[0]
+    texts = [c.text for c in lst.candidates]
+    long_docs = [" ".join(texts[i:] + texts[:i])[:20000] for i in range(count)]
+    docs = [Candidate(str(i), text) for i, text in enumerate(long_docs)]
+    rows = []
+    for length in lengths:
+        config = RankerConfig(heads=selected.heads, template=PromptTemplate(max_passage_tokens=length))
+        ranker = HeadRanker(selected.backbone, config)
+        timing, _ = timed(lambda r=ranker: r.rank(lst.query, long_docs), setup.device)
+        rows.append(
+            {
+                "passage tokens": length,
+                "prompt tokens": len(list_prompts(ranker, CandidateList(lst.qid, lst.query, docs))[0].input_ids),
+                "s/query": timing.per_query,
+                "peak MB": timing.peak_mb,
+                "growth MB": timing.growth_mb,
+            }
+        )
+    return rows
+
+
+def optimisations(selected: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
+    """Settings tried on the selected-head ranker, each on the same lists; rankings compared with the default."""
+    lists = [lst.head(top_k) for lst in setup.lists]
+    default_threads = torch.get_num_threads()
+    variants: list[tuple[str, Callable[[], None]]] = [
+        (f"default ({default_threads} threads)", lambda: torch.set_num_threads(default_threads)),
+        ("1 thread", lambda: torch.set_num_threads(1)),
+        (f"{default_threads} threads again", lambda: torch.set_num_threads(default_threads)),
+    ]
+    rows, reference = [], None
+    for name, apply in variants:
+        apply()
+        timing, rankings = time_queries(selected, lists, setup.device)
+        reference = reference or rankings
+        rows.append({"setting": name, "s/query": timing.per_query, "same rankings": rankings == reference})
+    torch.set_num_threads(default_threads)
+    return rows
+
+
+# ---------------------------------------------------------------- output
+
+
+def footer(meta: dict) -> str:
+    return f"{meta['machine']} | {meta['device']} | {meta['command']}"
+
+
+def plot(results: dict, out: Path, meta: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+
+    def save(fig, name):
+        fig.text(0.01, 0.005, footer(meta), fontsize=6, wrap=True)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        names.append(name)
+
+    rows = results["methods"]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    labels = [r["method"].split(" (")[0] for r in rows]
+    ax[0].bar(labels, [r["s/query"] for r in rows], color=["tab:green", "tab:blue", "tab:red"][: len(rows)])
+    ax[0].set_ylabel("seconds per query (top-20)")
+    ax[1].bar(labels, [r["peak MB"] for r in rows], color=["tab:green", "tab:blue", "tab:red"][: len(rows)])
+    ax[1].set_ylabel("peak memory during ranking (MB)")
+    fig.suptitle("Same model, same candidates, same run")
+    save(fig, "methods.png")
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    for method, style in (("HeadRank", "o-"), ("ICR", "s--")):
+        pts = [r for r in results["passages"] if r["method"] == method]
+        ax[0].plot([r["passages"] for r in pts], [r["s/query"] for r in pts], style, label=method)
+        ax[1].plot([r["passages"] for r in pts], [r["growth MB"] for r in pts], style, label=method)
+    ax[0].set_xlabel("passages")
+    ax[0].set_ylabel("seconds per query")
+    ax[1].set_xlabel("passages")
+    ax[1].set_ylabel("memory growth during ranking (MB)")
+    ax[0].legend()
+    lengths = results["lengths"]
+    ax[2].plot([r["passage tokens"] for r in lengths], [r["s/query"] for r in lengths], "o-", color="tab:green")
+    ax[2].set_xlabel("tokens per passage (20 passages, HeadRank)")
+    ax[2].set_ylabel("seconds per query")
+    save(fig, "scaling.png")
+
+    phases = {k: v for k, v in results["profile"].items() if k not in ("prompt tokens", "windows")}
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(list(phases), list(phases.values()), color="tab:green")
+    ax.set_xlabel("seconds (one top-20 query, HeadRank)")
+    ax.invert_yaxis()
+    save(fig, "profile.png")
+    return names
+
+
+def markdown(results: dict, meta: dict, plots: list[str]) -> str:
+    f = results["flops"]
+    lines = [
+        "# headrank performance benchmark",
+        "",
+        f"* machine: {meta['machine']}; device `{meta['device']}`; float32; torch {meta['torch']}, "
+        f"{meta['threads']} threads; {meta['date']}",
+        f"* command: `{meta['command']}`",
+        f"* data: {meta['dataset']}, the first {meta['queries']} judged queries, BM25 candidates",
+        f"* model: `{meta['model']}`",
+        f"* HeadRank heads: {meta['heads']} (depth {meta['depth']} of {meta['num_layers']} layers)",
+        "",
+        "## HeadRank vs ICR vs RankGPT (top-20, same model, candidates and run)",
+        "",
+        format_table(results["methods"], list(results["methods"][-1])),
+        "",
+        "## Growth with the number of passages (one query)",
+        "",
+        format_table(results["passages"], list(results["passages"][0])),
+        "",
+        "## Growth with passage length (20 passages, HeadRank)",
+        "",
+        format_table(results["lengths"], list(results["lengths"][0])),
+        "",
+        "## The physical limit: FLOPs of the truncated forward vs matmul throughput",
+        "",
+        f"One top-20 list: {f['prompt_tokens']} prompt tokens; HeadRank's forward = {f['headrank_gflop']:.1f} GFLOP "
+        f"(prefix {f['prefix_gflop']:.1f} + query passes {f['suffix_gflop']:.2f}); ICR's = {f['icr_gflop']:.1f} GFLOP.",
+        f"A plain float32 matmul of the model's largest shape ({f['matmul_shape']}) reaches "
+        f"{f['attainable_gflops']:.1f} GFLOP/s here; the forward passes reach {f['achieved_gflops']:.1f} GFLOP/s: "
+        f"**achieved / attainable = {f['achieved_over_attainable']:.2f}**.",
+        "",
+        "## Where the time of one query goes (HeadRank, top-20)",
+        "",
+        format_table([{"phase": k, "seconds": v} for k, v in results["profile"].items()], ["phase", "seconds"]),
+        "",
+        format_table(results["ops"], list(results["ops"][0])),
+        "",
+        "## Settings tried (before/after, same queries)",
+        "",
+        format_table(results["optimisations"], list(results["optimisations"][0])),
+        "",
+    ]
+    lines += [f"![{name}]({name})" for name in plots]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--heads", default=DEFAULT_HEADS, help="'layer-head,...' or a .json/.yaml head-set file")
+    parser.add_argument("--data-dir", help="datasets folder (default: $HEADRANK_DATA)")
+    parser.add_argument("--dataset", default="dl19")
+    parser.add_argument("--queries", type=int, default=3, help="queries timed per method")
+    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--sizes", default="10,20,50,100", help="list sizes for the scaling curve")
+    parser.add_argument("--lengths", default="32,64,128,256", help="passage lengths (tokens) for the scaling curve")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--skip-rankgpt", action="store_true")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    lists = load_lists(default_data_dir(args.data_dir), args.dataset, args.queries)
+    setup = Setup(args.model, HeadSet.parse(args.heads), args.device, lists)
+    full = load_backbone(args.model, device=args.device)
+    selected = HeadRanker(load_backbone(args.model, device=args.device), RankerConfig(heads=setup.heads))
+    icr = HeadRanker(full)
+    meta = {
+        "machine": machine() if args.device == "cpu" else f"{machine()}, {torch.cuda.get_device_name()}",
+        "device": args.device,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
+        "dataset": args.dataset,
+        "queries": args.queries,
+        "model": args.model,
+        "heads": selected.heads.describe(),
+        "depth": selected.depth,
+        "num_layers": full.num_layers,
+    }
+    results: dict = {}
+    log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
+    log("methods")
+    results["methods"] = compare_methods(full, selected, setup, args.top_k, not args.skip_rankgpt)
+    log("profile")
+    top = lists[0].head(args.top_k)
+    runs = [profile_query(selected, top, args.device) for _ in range(3)]
+    results["profile"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    results["ops"] = op_table(selected, top)
+    log("flops")
+    prompt = list_prompts(selected, top)[0]
+    width = max(len(prompt.query_ids), len(prompt.calibration_ids))
+    config = full.model.config
+    mine = pass_flops(config, selected.depth, prompt.query_start, 2, width)
+    theirs = pass_flops(config, full.num_layers, prompt.query_start, 2, width)
+    shape = (len(prompt.input_ids), config.hidden_size, config.intermediate_size)
+    attainable = matmul_throughput(args.device, *shape)
+    forward_s = results["profile"]["prefix pass"] + results["profile"]["query passes"]
+    results["flops"] = {
+        "prompt_tokens": len(prompt.input_ids),
+        "prefix_gflop": mine["prefix"] / 1e9,
+        "suffix_gflop": mine["suffix"] / 1e9,
+        "headrank_gflop": mine["total"] / 1e9,
+        "icr_gflop": theirs["total"] / 1e9,
+        "matmul_shape": f"[{shape[0]}x{shape[1]}] @ [{shape[1]}x{shape[2]}]",
+        "attainable_gflops": attainable / 1e9,
+        "achieved_gflops": mine["total"] / forward_s / 1e9,
+        "achieved_over_attainable": mine["total"] / forward_s / attainable,
+    }
+    log("scaling")
+    results["passages"] = scaling(selected, icr, setup, [int(s) for s in args.sizes.split(",")])
+    results["lengths"] = length_scaling(selected, setup, [int(s) for s in args.lengths.split(",")])
+    log("optimisations")
+    results["optimisations"] = optimisations(selected, setup, args.top_k)
+    plots = plot(results, out, meta)
+    (out / "perf.json").write_text(json.dumps({"meta": meta, **results}, indent=2, default=str) + "\n")
+    (out / "perf.md").write_text(markdown(results, meta, plots))
+    print((out / "perf.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
