@@ -220,6 +220,16 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     return JSONResponse({"detail": "; ".join(lines), "errors": json.loads(json.dumps(errors, default=str))}, 422)
 
 
+async def _result(future: Future, request: Request, poll_s: float = 0.5) -> list[float]:
+    """The scores; if the client goes away first, cancel the job so that the worker drops its remaining passes."""
+    waiting = asyncio.wrap_future(future)
+    while not (await asyncio.wait({waiting}, timeout=poll_s))[0]:
+        if await request.is_disconnected():
+            future.cancel()
+            raise HTTPException(499, "client closed the request")
+    return waiting.result()
+
+
 def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app over a loaded ranker; its worker thread runs while the app is served."""
     config = config or ServeConfig()
@@ -240,7 +250,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    async def scores(query: str, documents: Sequence[Document]) -> list[float]:
+    async def scores(request: Request, query: str, documents: Sequence[Document]) -> list[float]:
         if len(documents) > config.max_documents:
             raise HTTPException(422, f"at most {config.max_documents} documents per request, got {len(documents)}")
         if not documents:
@@ -252,7 +262,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         except (TypeError, ValueError) as err:
             raise HTTPException(422, str(err)) from err
         try:
-            return await asyncio.wrap_future(future)
+            return await _result(future, request)
         except (TypeError, ValueError) as err:  # e.g. a passage longer than the model takes
             raise HTTPException(422, str(err)) from err
 
@@ -272,9 +282,9 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         }
 
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
-    async def rerank(body: RerankRequest) -> RerankResponse:
+    async def rerank(request: Request, body: RerankRequest) -> RerankResponse:
         docs = [TextDocument(text=d) if isinstance(d, str) else d for d in body.documents]
-        values = await scores(body.query, [d.model_dump(exclude_none=True) for d in docs])
+        values = await scores(request, body.query, [d.model_dump(exclude_none=True) for d in docs])
         results = [
             RerankResult(index=i, relevance_score=values[i], document=docs[i] if body.return_documents else None)
             for i in best_first(values, body.top_n)
@@ -282,8 +292,8 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         return RerankResponse(results=results, model=config.model_name, usage={"documents": len(docs)})
 
     @app.post("/rerank", response_model=list[TeiResult], response_model_exclude_none=True)
-    async def rerank_tei(body: TeiRequest) -> list[TeiResult]:
-        values = await scores(body.query, body.texts)
+    async def rerank_tei(request: Request, body: TeiRequest) -> list[TeiResult]:
+        values = await scores(request, body.query, body.texts)
         return [
             TeiResult(index=i, score=values[i], text=body.texts[i] if body.return_text else None)
             for i in best_first(values, None)

@@ -59,12 +59,13 @@ def client(ranker):
 
 
 class Gated:
-    """A ranker whose lists wait at their first forward pass until the test opens the gate."""
+    """A ranker whose lists wait at their first forward pass until the test opens the gate; counts passes."""
 
     def __init__(self, ranker: HeadRanker):
         self.ranker = ranker
         self.entered = threading.Event()
         self.gate = threading.Event()
+        self.passes: dict[str, int] = {}
 
     def iter_lists(self, query, documents):
         steps = self.ranker.iter_lists(query, documents)
@@ -72,7 +73,9 @@ class Gated:
         def gated():
             self.entered.set()
             self.gate.wait(60)
-            yield from steps
+            for step in steps:
+                self.passes[query] = self.passes.get(query, 0) + 1
+                yield step
 
         return gated()
 
@@ -242,3 +245,21 @@ def test_headrank_serve_command(tmp_path):
 def test_serve_refuses_a_folder_that_is_not_an_artifact(tmp_path, capsys):
     assert main(["serve", "--artifact", str(tmp_path)]) == 2
     assert "is not a trained artifact folder" in capsys.readouterr().err
+
+
+def test_a_client_that_goes_away_has_its_passes_dropped(ranker):
+    gated = Gated(ranker)
+    app = create_app(gated, ServeConfig(max_active=1))
+    scheduler, futures = app.state.scheduler, []
+    submit = scheduler.submit
+    scheduler.submit = lambda *args: futures.append(submit(*args)) or futures[-1]
+    with served(app) as client, ThreadPoolExecutor(1) as pool:
+        impatient = pool.submit(client.post, "/v1/rerank", json={"query": "gone", "documents": DOCS * 3}, timeout=0.5)
+        with pytest.raises(httpx.TimeoutException):
+            impatient.result()
+        while not futures[0].cancelled():  # the server noticed the disconnect while the worker was held
+            time.sleep(0.05)
+        gated.gate.set()
+        # served after the worker met the cancelled job again: it ran its current pass, then dropped it
+        assert client.post("/v1/rerank", json={"query": FLEA_QUERY, "documents": DOCS}).status_code == 200
+    assert gated.passes["gone"] == 1 < len(ranker.score_lists("gone", DOCS * 3))
