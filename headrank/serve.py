@@ -63,6 +63,7 @@ class Scheduler:
         self.max_active = max_active
         self.waiting: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.active: deque[_Job] = deque()
+        """admitted jobs, the one whose pass is running first."""
         self._thread = threading.Thread(target=self._run, name="headrank-worker", daemon=True)
 
     def start(self) -> None:
@@ -95,19 +96,26 @@ class Scheduler:
 
     def _run(self) -> None:
         while self._admit():
-            job = self.active.popleft()
-            if job.future.cancelled():  # the client went away: drop its remaining passes
-                continue
-            try:
-                job.lists.append(next(job.steps))
-            except StopIteration:
-                self._settle(job, result=self.ranker.combine(job.count, job.lists))
-            except Exception as err:  # one bad request must not stop the worker
-                self._settle(job, error=err)
+            if self._step(self.active[0]):
+                self.active.popleft()
             else:
-                self.active.append(job)
+                self.active.rotate(-1)
         for job in self.active:
             job.future.cancel()
+
+    def _step(self, job: _Job) -> bool:
+        """One forward pass of a job; True once it is over (scored, failed, or its client went away)."""
+        if job.future.cancelled():
+            return True
+        try:
+            step = next(job.steps, None)
+            if step is not None:
+                job.lists.append(step)
+                return False
+            self._settle(job, result=self.ranker.combine(job.count, job.lists))
+        except Exception as err:  # one bad request must not stop the worker
+            self._settle(job, error=err)
+        return True
 
     @staticmethod
     def _settle(job: _Job, result=None, error: Exception | None = None) -> None:
