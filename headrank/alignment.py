@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -45,6 +46,8 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     grad_clip: float = 1.0
+    passage_grad: bool = False
+    """backpropagate through the passages' keys and values too (about 3x the cost of query-span gradients)."""
     seed: int = 0
 
     def __post_init__(self):
@@ -173,9 +176,11 @@ class PreferenceTrainer:
 
     def _scores(self, prompt: ListwisePrompt) -> torch.Tensor:
         heads, scoring = self.ranker.heads, self.ranker.config.scoring
-        return score_list(query_attention(self.model, prompt, heads, scoring.calibrate), prompt, heads, scoring).scores
+        attention = query_attention(self.model, prompt, heads, scoring.calibrate, self.config.passage_grad)
+        return score_list(attention, prompt, heads, scoring).scores
 
     def step(self, item: TrainingList, epoch: int, rng: random.Random) -> dict | None:
+        start = time.perf_counter()
         prompt, grades = self._prompt(item, epoch)
         with torch.no_grad(), self.peft.disable_adapter():
             s_ref = self._scores(prompt)
@@ -204,6 +209,7 @@ class PreferenceTrainer:
             "regularizer": regularizer.item(),
             "pair_accuracy": float((s_theta[plus] > s_theta[minus]).float().mean()),
             "pairs": len(pairs),
+            "seconds": time.perf_counter() - start,
         }
 
     def train(self, items: Sequence[TrainingList], out: Path | None = None, progress: bool = True) -> list[dict]:

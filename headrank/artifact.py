@@ -57,9 +57,13 @@ def read_manifest(folder: str | Path) -> dict:
 
 
 def load_artifact(
-    folder: str | Path, dtype: str = "float32", device: str = "cpu", base_model: str | None = None
+    folder: str | Path,
+    dtype: str = "float32",
+    device: str = "cpu",
+    base_model: str | None = None,
+    truncate: bool = True,
 ) -> HeadRanker:
-    """Rebuild the base, cut it to the artifact's depth, and merge the adapter into it."""
+    """Rebuild the base, cut it to the artifact's depth (unless `truncate=False`), and merge the adapter in."""
     from peft import PeftModel
 
     folder = Path(folder).expanduser()
@@ -76,9 +80,9 @@ def load_artifact(
         template=PromptTemplate(**manifest["template"]),
         order=manifest["order"],
     )
-    ranker = HeadRanker(backbone, config)
-    if ranker.depth != manifest["depth"]:
-        raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.depth})")
+    ranker = HeadRanker(backbone, config, truncate=truncate)
+    if ranker.heads.depth != manifest["depth"]:
+        raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
     merged = PeftModel.from_pretrained(ranker.model, folder).merge_and_unload()
     backbone.model = merged.eval()
     ranker.artifact = manifest

@@ -78,7 +78,9 @@ def _eval_ranker(args):
     if args.method == "rankgpt":
         return _rankgpt(args)
     if args.method == "headrank":
-        return load_artifact(args.artifact or DEFAULT_ARTIFACT, dtype=args.dtype, device=args.device)
+        return load_artifact(
+            args.artifact or DEFAULT_ARTIFACT, dtype=args.dtype, device=args.device, truncate=not args.no_truncate
+        )
     if args.heads == "all":
         raise ValueError(f"--method {args.method} needs --heads (a head-set file from `headrank select-heads`)")
     return _ranker(args)
@@ -151,6 +153,7 @@ def cmd_train(args) -> None:
         lora_rank=args.lora_rank,
         lora_alpha=2 * args.lora_rank,
         seed=args.seed,
+        passage_grad=args.passage_grad,
     )
     folder = train_artifact(
         _ranker(args),
@@ -342,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=help_text)
     p.add_argument("--pairs", default="alps", choices=["alps", "random"], help="ALPS or the random-pair ablation")
+    p.add_argument("--passage-grad", action="store_true", help="also backpropagate through the passages (3x cost)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

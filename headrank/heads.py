@@ -117,7 +117,9 @@ class HeadStats:
     entropy: np.ndarray
 
     def selection_score(self, lam: float, measure: str = "ndcg") -> np.ndarray:
-        return getattr(self, measure) - lam * self.entropy
+        """z(D) - lambda * z(H): both standardised over the heads, so lambda weighs them on one scale
+        (raw entropy spreads five times wider than nDCG and would otherwise swamp it)."""
+        return _standardise(getattr(self, measure)) - lam * _standardise(self.entropy)
 
     def rows(self, lam: float, measure: str = "ndcg") -> list[dict]:
         score = self.selection_score(lam, measure)
@@ -132,6 +134,11 @@ class HeadStats:
             }
             for i, (la, h) in enumerate(self.heads)
         ]
+
+
+def _standardise(x: np.ndarray) -> np.ndarray:
+    spread = x.std()
+    return (x - x.mean()) / spread if spread > 0 else np.zeros_like(x)
 
 
 def head_stats(table: HeadTable) -> HeadStats:

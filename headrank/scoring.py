@@ -41,11 +41,14 @@ def _suffix_batch(prompt: ListwisePrompt, calibrate: bool, device) -> tuple[torc
     return ids, rows
 
 
-def query_attention(model, prompt: ListwisePrompt, heads: HeadSet, calibrate: bool) -> torch.Tensor:
+def query_attention(
+    model, prompt: ListwisePrompt, heads: HeadSet, calibrate: bool, prefix_grad: bool = True
+) -> torch.Tensor:
     """[1 or 2, heads, prefix_len]: mean attention of the query span (and the N/A span) to each prefix token.
 
     One pass over the prefix fills the KV cache; the query and the N/A spans then run as a batch of two
-    short passes over that cache. Differentiable when called with grad enabled.
+    short passes over that cache. Differentiable when called with grad enabled; `prefix_grad=False` keeps
+    the passages' keys and values out of the graph (gradients reach the query span only: far cheaper).
     """
     from transformers import DynamicCache
 
@@ -53,7 +56,8 @@ def query_attention(model, prompt: ListwisePrompt, heads: HeadSet, calibrate: bo
     device = decoder.embed_tokens.weight.device
     cache = DynamicCache(config=model.config)
     prefix = torch.tensor([prompt.prefix_ids], device=device)
-    decoder(input_ids=prefix, cache=cache, use_cache=True)
+    with torch.set_grad_enabled(prefix_grad and torch.is_grad_enabled()):
+        decoder(input_ids=prefix, cache=cache, use_cache=True)
     suffix, row_mask = _suffix_batch(prompt, calibrate, device)
     if suffix.shape[0] > 1:
         cache.batch_repeat_interleave(suffix.shape[0])
