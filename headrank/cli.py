@@ -259,6 +259,12 @@ def cmd_rerank_distributed(args) -> None:
         batch_size=args.batch_size,
         address=args.address,
     )
+    if not args.address:  # fail here, not in every worker (a cluster's nodes may see paths this machine does not)
+        from headrank.artifact import is_artifact
+        from headrank.backbone import resolve_source
+
+        if not is_artifact(args.model):
+            resolve_source(args.model)
     lists = load_candidates(args.candidates, args.queries, args.corpus)
     with Stopwatch() as clock:
         table = rerank_distributed(

@@ -74,11 +74,13 @@ def test_parquet_candidates_read_as_jsonl(candidates):
     assert load_candidates(candidates / "cands.parquet") == load_candidates(candidates / "cands.jsonl.gz")
 
 
-def test_bad_options_are_refused_before_ray_starts():
+def test_bad_options_are_refused_before_ray_starts(capsys):
     with pytest.raises(ValueError, match="workers and batch_size"):
         RayOptions(workers=0)
     with pytest.raises(ValueError, match="CPUs here"):
         connect(RayOptions(workers=10_000))
+    assert main(["rerank-distributed", "--model", "/no/such/model", "--candidates", "x.jsonl", "--out", "r"]) == 2
+    assert "model path not found" in capsys.readouterr().err
     assert not ray.is_initialized()
 
 
