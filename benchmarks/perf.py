@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -215,21 +216,23 @@ def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[s
     return phases
 
 
-def op_table(ranker: HeadRanker, lst: CandidateList, rows: int = 8) -> list[dict]:
-    """The operators that take the time of one query (torch.profiler, self time)."""
+def op_table(ranker: HeadRanker, lst: CandidateList, device: str, rows: int = 8) -> list[dict]:
+    """The operators that take the time of one query (torch.profiler, self time on the device that runs them)."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    gpu = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
     with profile(activities=activities) as prof:
         rank_all(ranker, [lst])
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events)
+    attribute = "self_device_time_total" if gpu else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attribute), reverse=True)
+    total = sum(getattr(e, attribute) for e in events)
     return [
         {
             "operator": e.key,
             "calls": e.count,
-            "self s": e.self_cpu_time_total / 1e6,
-            "share": e.self_cpu_time_total / total,
+            "self s": getattr(e, attribute) / 1e6,
+            "share": getattr(e, attribute) / total,
         }
         for e in events[:rows]
     ]
@@ -338,21 +341,40 @@ def length_scaling(selected: HeadRanker, setup: Setup, lengths: Sequence[int], c
 
 
 def optimisations(selected: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
-    """Settings tried on the selected-head ranker, each on the same lists; rankings compared with the default."""
+    """Thread settings and several queries at once, on the same lists; rankings compared with the default.
+
+    "At once" runs lists in parallel Python threads with one intra-op thread each: the capture state is
+    thread-local, so one HeadRanker serves them all, and the cores are not split inside small operators."""
     lists = [lst.head(top_k) for lst in setup.lists]
-    default_threads = torch.get_num_threads()
-    variants: list[tuple[str, Callable[[], None]]] = [
-        (f"default ({default_threads} threads)", lambda: torch.set_num_threads(default_threads)),
-        ("1 thread", lambda: torch.set_num_threads(1)),
-        (f"{default_threads} threads again", lambda: torch.set_num_threads(default_threads)),
-    ]
+    threads = torch.get_num_threads()
+    rank_all(selected, lists[:1])
     rows, reference = [], None
-    for name, apply in variants:
-        apply()
-        timing, rankings = time_queries(selected, lists, setup.device)
+
+    def measure(name: str, intra_op: int, workers: int) -> None:
+        nonlocal reference
+        torch.set_num_threads(intra_op)
+        sync(setup.device)
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            rankings = list(pool.map(lambda lst: rank_all(selected, [lst])[0], lists))
+        sync(setup.device)
+        wall = time.perf_counter() - start
         reference = reference or rankings
-        rows.append({"setting": name, "s/query": timing.per_query, "same rankings": rankings == reference})
-    torch.set_num_threads(default_threads)
+        rows.append(
+            {
+                "setting": name,
+                "s/query (wall / queries)": wall / len(lists),
+                "queries/s": len(lists) / wall,
+                "same rankings": rankings == reference,
+            }
+        )
+
+    measure(f"one query at a time, {threads} threads (default)", threads, 1)
+    measure("one query at a time, 1 thread", 1, 1)
+    if threads > 1:
+        measure(f"{threads} queries at once, 1 thread each", 1, threads)
+    measure(f"one query at a time, {threads} threads (default, again)", threads, 1)
+    torch.set_num_threads(threads)
     return rows
 
 
@@ -466,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--heads", default=DEFAULT_HEADS, help="'layer-head,...' or a .json/.yaml head-set file")
     parser.add_argument("--data-dir", help="datasets folder (default: $HEADRANK_DATA)")
     parser.add_argument("--dataset", default="dl19")
-    parser.add_argument("--queries", type=int, default=3, help="queries timed per method")
+    parser.add_argument("--queries", type=int, default=4, help="queries timed per method")
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--sizes", default="10,20,50,100", help="list sizes for the scaling curve")
     parser.add_argument("--lengths", default="32,64,128,256", help="passage lengths (tokens) for the scaling curve")
@@ -507,7 +529,7 @@ def main(argv: list[str] | None = None) -> None:
     top = lists[0].head(args.top_k)
     runs = [profile_query(selected, top, args.device) for _ in range(3)]
     results["profile"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    results["ops"] = op_table(selected, top)
+    results["ops"] = op_table(selected, top, args.device)
     log("flops")
     prompt = list_prompts(selected, top)[0]
     width = max(len(prompt.query_ids), len(prompt.calibration_ids))

@@ -92,6 +92,7 @@ def test_a_failed_window_keeps_its_order_and_is_counted(tiny):
     assert ranker.formatting_success_rate == 0.5
     info = describe_ranker(ranker)
     assert info["formatting_success_rate"] == 0.5 and info["formatting_failures"] == {"repeated ids": 1}
+    assert info["failed_answers"] == ["[1] > [1] > [2]"]
 
 
 def test_the_tiny_model_generates_and_failures_are_handled(tiny):

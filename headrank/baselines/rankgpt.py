@@ -97,6 +97,17 @@ class FormattingStats:
     windows: int = 0
     failures: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    """the first few failed answers, cut short: what the model wrote instead of a permutation."""
+
+    def record(self, parsed: Permutation, answer: str, keep: int = 3) -> None:
+        self.windows += 1
+        if not parsed.ok:
+            self.failures += 1
+            kind = parsed.reason.split(" [")[0]
+            self.reasons[kind] = self.reasons.get(kind, 0) + 1
+            if len(self.examples) < keep:
+                self.examples.append(answer[:200])
 
     @property
     def success_rate(self) -> float:
@@ -139,6 +150,7 @@ class RankGPT:
             "windows_run": self.stats.windows,
             "formatting_success_rate": self.formatting_success_rate,
             "formatting_failures": dict(self.stats.reasons),
+            "failed_answers": list(self.stats.examples),
         }
 
     def _truncate(self, text: str) -> str:
@@ -195,12 +207,9 @@ class RankGPT:
         order = list(range(len(texts)))
         for start, end in sliding_windows(len(texts), self.config.window, self.config.step):
             current = order[start:end]
-            parsed = parse_permutation(self.generate(query, [texts[i] for i in current]), len(current))
-            self.stats.windows += 1
-            if not parsed.ok:
-                self.stats.failures += 1
-                kind = parsed.reason.split(" [")[0]
-                self.stats.reasons[kind] = self.stats.reasons.get(kind, 0) + 1
+            answer = self.generate(query, [texts[i] for i in current])
+            parsed = parse_permutation(answer, len(current))
+            self.stats.record(parsed, answer)
             order[start:end] = [current[p] for p in parsed.order]
         return order
 
