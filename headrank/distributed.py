@@ -97,7 +97,8 @@ def connect(options: RayOptions) -> None:
 
 
 def rerank_dataset(lists: Sequence[CandidateList], load: RankerFactory, top_k: int, options: RayOptions):
-    """A lazy Ray dataset of (qid, docids, scores) rows, one per query, in input order."""
+    """A lazy Ray dataset of (qid, docids, scores) rows, one per query, in input order (this sets
+    `preserve_order` on the current Ray DataContext)."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -144,10 +145,12 @@ def rerank_distributed(
     import pyarrow.parquet as pq
     import ray.data
 
+    out = Path(out)
+    if out.suffix == ".parquet":
+        raise ValueError(f"{out}: give the TREC run's path; the parquet table is written beside it")
     options = options or RayOptions()
     connect(options)
     ray.data.DataContext.get_current().enable_progress_bars = progress
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table_path = out.with_suffix(".parquet")
     schema = pa.schema([("qid", pa.string()), ("docid", pa.string()), ("rank", pa.int32()), ("score", pa.float64())])

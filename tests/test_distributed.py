@@ -12,7 +12,8 @@ import ray
 
 from headrank.cli import main
 from headrank.data import load_candidates, load_run
-from headrank.distributed import RayOptions, connect
+from headrank.distributed import RayOptions, connect, rerank_distributed
+from headrank.ranker import HeadRanker
 from headrank.testing import save_tiny
 
 WORDS = [
@@ -81,6 +82,8 @@ def test_bad_options_are_refused_before_ray_starts(capsys):
         connect(RayOptions(workers=10_000))
     assert main(["rerank-distributed", "--model", "/no/such/model", "--candidates", "x.jsonl", "--out", "r"]) == 2
     assert "model path not found" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="parquet table is written beside it"):
+        rerank_distributed([], HeadRanker.from_pretrained, "run.parquet")
     assert not ray.is_initialized()
 
 
