@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -220,26 +218,18 @@ def test_scheduler_refuses_when_full_and_checks_input(ranker):
         ServeConfig(queue_size=0)
 
 
-def test_headrank_serve_command(tmp_path):
+def test_headrank_serve_command(tmp_path, monkeypatch):
+    """The command loads the model once and hands uvicorn the app; here uvicorn serves it in a thread."""
+    started = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: started.update(app=app, host=host, port=port))
     folder = save_tiny(tmp_path / "tiny")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "headrank.cli", "serve", "--model", str(folder), "--port", str(port)]
-    server = subprocess.Popen([*command, "--name", "tiny-cli"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            while True:
-                assert server.poll() is None, server.stdout.read().decode()
-                with contextlib.suppress(httpx.TransportError):
-                    assert client.get("/health").json()["model"] == "tiny-cli"
-                    break
-                time.sleep(0.2)
-            answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS})
-            assert answer.status_code == 200 and len(answer.json()) == len(DOCS)
-    finally:
-        server.terminate()
-        server.wait()
+    assert main(["serve", "--model", str(folder), "--port", "8123", "--name", "tiny-cli", "--max-documents", "2"]) == 0
+    assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
+    with served(started["app"]) as client:
+        assert client.get("/health").json()["model"] == "tiny-cli"
+        answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS[:2]})
+        assert answer.status_code == 200 and len(answer.json()) == 2
+        assert client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS[:3]}).status_code == 422
 
 
 def test_serve_refuses_a_folder_that_is_not_an_artifact(tmp_path, capsys):
