@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from headrank.data import CandidateList, Qrels
 from headrank.prompt import ListwisePrompt, input_order
 from headrank.ranker import HeadRanker, _document_text
-from headrank.scoring import query_attention, score_list
+from headrank.scoring import PrefixCache, encode_prefix, query_attention, score_list
 
 PAIR_MODES = ("alps", "random")
 
@@ -46,8 +46,6 @@ class TrainConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     grad_clip: float = 1.0
-    passage_grad: bool = False
-    """backpropagate through the passages' keys and values too (about 3x the cost of query-span gradients)."""
     seed: int = 0
 
     def __post_init__(self):
@@ -162,6 +160,9 @@ class PreferenceTrainer:
             layers_to_transform=list(range(ranker.depth)),
         )
         self.peft = get_peft_model(self.model, lora)
+        # query-side adapters: passages stay encoded by the frozen base, so the reference and the trained
+        # model share one prefix pass in spirit and the gradient needs no pass back through the passages
+        ranker.prefix_context = self.peft.disable_adapter
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=0.0)
         self.history: list[dict] = []
@@ -174,18 +175,23 @@ class PreferenceTrainer:
         prompt = builder.build(item.query, builder.encode_passages(item.texts), order)
         return prompt, item.grades[order]
 
-    def _scores(self, prompt: ListwisePrompt) -> torch.Tensor:
+    def _scores(self, prompt: ListwisePrompt, prefix: PrefixCache) -> torch.Tensor:
         heads, scoring = self.ranker.heads, self.ranker.config.scoring
-        attention = query_attention(self.model, prompt, heads, scoring.calibrate, self.config.passage_grad)
+        attention = query_attention(self.model, prompt, heads, scoring.calibrate, prefix=prefix)
         return score_list(attention, prompt, heads, scoring).scores
+
+    def reference_and_current(self, prompt: ListwisePrompt) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores of the frozen base (no grad) and of the adapted model, over one shared prefix pass."""
+        prefix = encode_prefix(self.model, prompt, self.ranker.prefix_context)
+        with torch.no_grad(), self.peft.disable_adapter():
+            s_ref = self._scores(prompt, prefix)
+        return s_ref, self._scores(prompt, prefix)
 
     def step(self, item: TrainingList, epoch: int, rng: random.Random) -> dict | None:
         start = time.perf_counter()
         prompt, grades = self._prompt(item, epoch)
-        with torch.no_grad(), self.peft.disable_adapter():
-            s_ref = self._scores(prompt)
         self.peft.train()
-        s_theta = self._scores(prompt)
+        s_ref, s_theta = self.reference_and_current(prompt)
         current = s_theta.detach().numpy()
         if self.config.pairs == "alps":
             pairs = alps_pairs(grades, current, self.config, rng)

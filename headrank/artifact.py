@@ -83,7 +83,7 @@ def load_artifact(
     ranker = HeadRanker(backbone, config, truncate=truncate)
     if ranker.heads.depth != manifest["depth"]:
         raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
-    merged = PeftModel.from_pretrained(ranker.model, folder).merge_and_unload()
-    backbone.model = merged.eval()
+    adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
+    ranker.prefix_context = adapter.disable_adapter  # passages are encoded by the frozen base (see alignment)
     ranker.artifact = manifest
     return ranker

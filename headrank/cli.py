@@ -153,7 +153,6 @@ def cmd_train(args) -> None:
         lora_rank=args.lora_rank,
         lora_alpha=2 * args.lora_rank,
         seed=args.seed,
-        passage_grad=args.passage_grad,
     )
     folder = train_artifact(
         _ranker(args),
@@ -351,7 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=help_text)
     p.add_argument("--pairs", default="alps", choices=["alps", "random"], help="ALPS or the random-pair ablation")
-    p.add_argument("--passage-grad", action="store_true", help="also backpropagate through the passages (3x cost)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -96,7 +96,7 @@ def collect_head_table(
         ids = builder.encode_passages(texts)
         order = input_order(len(texts), ranker.config.order, ranker.config.seed)
         prompt = builder.build(lst.query, ids, order)
-        attention = query_attention(ranker.model, prompt, ranker.heads, calibrate=True)
+        attention = query_attention(ranker.model, prompt, ranker.heads, True, ranker.prefix_context)
         cal = score_list(attention, prompt, ranker.heads, ScoringConfig(calibrate=True)).per_head
         raw = score_list(attention[:1], prompt, ranker.heads, ScoringConfig(calibrate=False)).per_head
         back = np.argsort(order)  # input position -> first-stage order

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +92,8 @@ class HeadRanker:
         self.max_length = min(config.max_length or backbone.max_length, backbone.max_length)
         self.artifact: dict | None = None
         """the manifest of the trained artifact this ranker was loaded from, if any."""
+        self.prefix_context: Callable[[], AbstractContextManager] | None = None
+        """set by trained adapters: the context (adapters off) in which the passages are encoded."""
 
     @classmethod
     def from_pretrained(
@@ -150,7 +153,9 @@ class HeadRanker:
         order = input_order(len(texts), self.config.order, self.config.seed)
         for window in self.builder.windows(query, passage_ids, order, self.max_length):
             prompt = self.builder.build(query, passage_ids, window)
-            attention = query_attention(self.model, prompt, self.heads, self.config.scoring.calibrate)
+            attention = query_attention(
+                self.model, prompt, self.heads, self.config.scoring.calibrate, self.prefix_context
+            )
             yield window, score_list(attention, prompt, self.heads, self.config.scoring)
 
     def head_table(self, count: int, lists: Iterable[tuple[list[int], ListScores]]) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
@@ -41,29 +43,56 @@ def _suffix_batch(prompt: ListwisePrompt, calibrate: bool, device) -> tuple[torc
     return ids, rows
 
 
-def query_attention(
-    model, prompt: ListwisePrompt, heads: HeadSet, calibrate: bool, prefix_grad: bool = True
-) -> torch.Tensor:
-    """[1 or 2, heads, prefix_len]: mean attention of the query span (and the N/A span) to each prefix token.
+PrefixCache = list[tuple[torch.Tensor, torch.Tensor]]
+"""keys and values of every layer after the pass over the prefix (batch 1)."""
 
-    One pass over the prefix fills the KV cache; the query and the N/A spans then run as a batch of two
-    short passes over that cache. Differentiable when called with grad enabled; `prefix_grad=False` keeps
-    the passages' keys and values out of the graph (gradients reach the query span only: far cheaper).
-    """
+
+def encode_prefix(
+    model, prompt: ListwisePrompt, prefix_context: Callable[[], AbstractContextManager] | None = None
+) -> PrefixCache:
+    """One pass over the passages. `prefix_context` (e.g. a peft model's `disable_adapter`) wraps it and it
+    then runs without grad: a trained ranker's adapters act on the query span only, so the passages are
+    encoded by the frozen base and one prefix serves the reference and the trained model alike."""
     from transformers import DynamicCache
 
     decoder = model.model
-    device = decoder.embed_tokens.weight.device
     cache = DynamicCache(config=model.config)
-    prefix = torch.tensor([prompt.prefix_ids], device=device)
-    with torch.set_grad_enabled(prefix_grad and torch.is_grad_enabled()):
+    prefix = torch.tensor([prompt.prefix_ids], device=decoder.embed_tokens.weight.device)
+    if prefix_context is None:
         decoder(input_ids=prefix, cache=cache, use_cache=True)
+    else:
+        with torch.no_grad(), prefix_context():
+            decoder(input_ids=prefix, cache=cache, use_cache=True)
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def query_attention(
+    model,
+    prompt: ListwisePrompt,
+    heads: HeadSet,
+    calibrate: bool,
+    prefix_context: Callable[[], AbstractContextManager] | None = None,
+    prefix: PrefixCache | None = None,
+) -> torch.Tensor:
+    """[1 or 2, heads, prefix_len]: mean attention of the query span (and the N/A span) to each prefix token.
+
+    The query and the N/A spans run as a batch of two short passes over the prefix's KV cache (computed
+    here unless `prefix` is given, which is left untouched and can be reused). Differentiable when called
+    with grad enabled.
+    """
+    from transformers import DynamicCache
+
+    if prefix is None:
+        prefix = encode_prefix(model, prompt, prefix_context)
+    device = model.model.embed_tokens.weight.device
     suffix, row_mask = _suffix_batch(prompt, calibrate, device)
-    if suffix.shape[0] > 1:
-        cache.batch_repeat_interleave(suffix.shape[0])
+    cache = DynamicCache(config=model.config)
+    for layer, (keys, values) in enumerate(prefix):
+        batch = (suffix.shape[0], *keys.shape[1:])
+        cache.update(keys.expand(batch), values.expand(batch), layer)
     capture = Capture(heads=heads.by_layer(), row_mask=row_mask)
     with capturing(capture):
-        decoder(input_ids=suffix, cache=cache, use_cache=True)
+        model.model(input_ids=suffix, cache=cache, use_cache=True)
     per_layer = [capture.attention[layer][:, i] for layer, i in _head_slots(heads)]
     return torch.stack(per_layer, dim=1)[:, :, : prompt.query_start]
 

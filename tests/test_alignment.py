@@ -22,6 +22,7 @@ from headrank.alignment import (
 from headrank.artifact import load_artifact, read_manifest
 from headrank.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
+from headrank.scoring import encode_prefix
 from headrank.testing import save_tiny, tiny_backbone
 
 from .conftest import DOCS, FLEA_QUERY
@@ -97,9 +98,8 @@ def test_one_step_lowers_the_loss_and_changes_only_adapters():
 
     def loss() -> float:
         with torch.no_grad():
-            with trainer.peft.disable_adapter():
-                s_ref = trainer._scores(prompt)
-            return float(preference_loss(trainer._scores(prompt), s_ref, pairs, 1.0))
+            s_ref, s_theta = trainer.reference_and_current(prompt)
+            return float(preference_loss(s_theta, s_ref, pairs, 1.0))
 
     before = loss()
     for _ in range(3):
@@ -108,6 +108,12 @@ def test_one_step_lowers_the_loss_and_changes_only_adapters():
     after = dict(trainer.peft.named_parameters())
     assert all(torch.equal(after[k], v) for k, v in frozen.items())
     assert any(not torch.equal(after[k], v) for k, v in adapters.items())
+    # the adapters act on the query span only: the passages are still encoded exactly as by the base
+    base = _ranker()
+    with torch.no_grad():
+        trained_prefix = encode_prefix(trainer.model, prompt, trainer.ranker.prefix_context)
+        base_prefix = encode_prefix(base.model, prompt)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(trained_prefix, base_prefix))
 
 
 def test_resume_gives_the_uninterrupted_result(tmp_path):
