@@ -44,8 +44,19 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def release_freed_memory() -> None:
+    """Hand memory that earlier calls freed back to the OS (glibc keeps it otherwise), so that the growth
+    measured next starts from what is really in use."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name and hasattr(libc := ctypes.CDLL(name), "malloc_trim"):
+        libc.malloc_trim(0)
+
+
 class PeakMemory:
-    """Peak memory during a block: resident set sampled every millisecond on CPU, allocator peak on CUDA."""
+    """Peak memory during a block: resident set sampled every 5 ms on CPU, allocator peak on CUDA."""
 
     def __init__(self, device: str):
         self.device = device
@@ -62,11 +73,12 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.base_mb = torch.cuda.memory_allocated() / 2**20
             return self
+        release_freed_memory()
         self.base_mb = self.peak_mb = self.rss_mb()
         self._stop = threading.Event()
 
         def sample():
-            while not self._stop.wait(0.001):
+            while not self._stop.wait(0.005):
                 self.peak_mb = max(self.peak_mb, self.rss_mb())
 
         self._thread = threading.Thread(target=sample, daemon=True)
@@ -86,15 +98,31 @@ class PeakMemory:
         return self.peak_mb - self.base_mb
 
 
+def clock() -> tuple[float, float]:
+    """(wall, CPU) seconds now. CPU time of this process is what a shared machine cannot inflate: other jobs
+    on the cores lengthen the wall time of a call, not the work it does (exact with one thread)."""
+    return time.perf_counter(), time.process_time()
+
+
 @dataclass
 class Timing:
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
     peak_mb: float = 0.0
     growth_mb: float = 0.0
+
+    def add(self, start: tuple[float, float]) -> None:
+        wall, cpu = clock()
+        self.seconds.append(wall - start[0])
+        self.cpu_seconds.append(cpu - start[1])
 
     @property
     def per_query(self) -> float:
         return statistics.median(self.seconds)
+
+    @property
+    def cpu_per_query(self) -> float:
+        return statistics.median(self.cpu_seconds)
 
 
 def timed(fn: Callable[[], object], device: str, repeats: int = 1) -> tuple[Timing, object]:
@@ -103,10 +131,10 @@ def timed(fn: Callable[[], object], device: str, repeats: int = 1) -> tuple[Timi
     with PeakMemory(device) as memory:
         for _ in range(repeats):
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             out = fn()
             sync(device)
-            timing.seconds.append(time.perf_counter() - start)
+            timing.add(start)
             result = out if result is None else result
     timing.peak_mb, timing.growth_mb = memory.peak_mb, memory.growth_mb
     return timing, result
@@ -123,10 +151,10 @@ def time_queries(ranker, lists: Sequence[CandidateList], device: str) -> tuple[T
     with PeakMemory(device) as memory:
         for lst in lists:
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             rankings += rank_all(ranker, [lst])
             sync(device)
-            timing.seconds.append(time.perf_counter() - start)
+            timing.add(start)
     timing.peak_mb, timing.growth_mb = memory.peak_mb, memory.growth_mb
     return timing, rankings
 
@@ -155,13 +183,14 @@ def pass_flops(config, depth: int, prefix_len: int, suffix_rows: int, suffix_wid
 
 
 def matmul_throughput(device: str, m: int, k: int, n: int, repeats: int = 10) -> float:
-    """FLOP/s of a plain float32 [m,k] @ [k,n] on this device: what the model's biggest matmuls can reach."""
+    """FLOP per CPU-second (per wall second on CUDA) of a plain float32 [m,k] @ [k,n]: what the model's
+    biggest matmuls can reach here."""
     a = torch.randn(m, k, device=device)
     b = torch.randn(k, n, device=device)
     for _ in range(2):
         a @ b
     timing, _ = timed(lambda: a @ b, device, repeats)
-    return 2.0 * m * k * n / timing.per_query
+    return 2.0 * m * k * n / (timing.per_query if device.startswith("cuda") else timing.cpu_per_query)
 
 
 # ---------------------------------------------------------------- profile of one query
@@ -170,16 +199,17 @@ def matmul_throughput(device: str, m: int, k: int, n: int, repeats: int = 10) ->
 @contextmanager
 def decoder_calls(model, device: str):
     """Wall time of each decoder forward (the prefix pass, then the query passes), via hooks: no core change."""
-    spans: list[float] = []
-    starts: list[float] = []
+    spans: list[tuple[float, float]] = []
+    starts: list[tuple[float, float]] = []
 
     def before(*_):
         sync(device)
-        starts.append(time.perf_counter())
+        starts.append(clock())
 
     def after(*_):
         sync(device)
-        spans.append(time.perf_counter() - starts.pop())
+        (wall, cpu), start = clock(), starts.pop()
+        spans.append((wall - start[0], cpu - start[1]))
 
     handles = [model.model.register_forward_pre_hook(before), model.model.register_forward_hook(after)]
     try:
@@ -189,31 +219,38 @@ def decoder_calls(model, device: str):
             h.remove()
 
 
-def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[str, float]:
-    """Seconds per phase of one list: tokenisation, prefix pass, query passes, score reduction."""
-    phases = dict.fromkeys(
-        ["tokenisation", "prefix pass", "query passes", "cache copy + capture", "score reduction"], 0.0
-    )
+def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds per phase of one list: tokenisation, prefix pass, query passes, score reduction."""
+    names = ["tokenisation", "prefix pass", "query passes", "cache copy + capture", "score reduction"]
+    phases = {name: [0.0, 0.0] for name in names}
+
+    def charge(name: str, seconds: tuple[float, float]) -> None:
+        phases[name] = [phases[name][0] + seconds[0], phases[name][1] + seconds[1]]
+
+    def since(start: tuple[float, float]) -> tuple[float, float]:
+        wall, cpu = clock()
+        return wall - start[0], cpu - start[1]
+
     with torch.inference_mode(), decoder_calls(ranker.model, device) as spans:
-        start = time.perf_counter()
+        start = clock()
         prompts = list_prompts(ranker, lst)
-        phases["tokenisation"] = time.perf_counter() - start
+        charge("tokenisation", since(start))
         for prompt in prompts:
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             attention = query_attention(ranker.model, prompt, ranker.heads, ranker.config.scoring.calibrate)
             sync(device)
-            middle = time.perf_counter()
-            scores = score_list(attention, prompt, ranker.heads, ranker.config.scoring).scores
-            scores.cpu()
-            phases["score reduction"] += time.perf_counter() - middle
+            forward, middle = since(start), clock()
+            score_list(attention, prompt, ranker.heads, ranker.config.scoring).scores.cpu()
+            charge("score reduction", since(middle))
             prefix, queries = spans[-2], spans[-1]
-            phases["prefix pass"] += prefix
-            phases["query passes"] += queries
-            phases["cache copy + capture"] += middle - start - prefix - queries
-    phases["prompt tokens"] = sum(len(p.input_ids) for p in prompts)
-    phases["windows"] = len(prompts)
-    return phases
+            charge("prefix pass", prefix)
+            charge("query passes", queries)
+            charge("cache copy + capture", tuple(f - p - q for f, p, q in zip(forward, prefix, queries)))
+    return {name: tuple(v) for name, v in phases.items()} | {
+        "prompt tokens": (sum(len(p.input_ids) for p in prompts),) * 2,
+        "windows": (len(prompts),) * 2,
+    }
 
 
 def op_table(ranker: HeadRanker, lst: CandidateList, device: str, rows: int = 8) -> list[dict]:
@@ -268,6 +305,7 @@ def compare_methods(full: Backbone, selected: HeadRanker, setup: Setup, top_k: i
             "method": name,
             "layers run": ranker.layer_calls() if isinstance(ranker, HeadRanker) else full.num_layers,
             "s/query": timing.per_query,
+            "CPU s/query": timing.cpu_per_query,
             "queries/s": 1.0 / timing.per_query,
             "peak MB": timing.peak_mb,
             "growth MB": timing.growth_mb,
@@ -275,9 +313,9 @@ def compare_methods(full: Backbone, selected: HeadRanker, setup: Setup, top_k: i
         if isinstance(ranker, RankGPT):
             row["formatting success"] = ranker.formatting_success_rate
         rows.append(row)
-    base = rows[0]["s/query"]
     for row in rows:
-        row["time / HeadRank"] = row["s/query"] / base
+        row["time / HeadRank"] = row["s/query"] / rows[0]["s/query"]
+        row["CPU time / HeadRank"] = row["CPU s/query"] / rows[0]["CPU s/query"]
     return rows
 
 
@@ -310,6 +348,7 @@ def scaling(selected: HeadRanker, icr: HeadRanker, setup: Setup, sizes: Sequence
                     "passages": n,
                     "windows": count_windows(ranker, sub),
                     "s/query": timing.per_query,
+                    "CPU s/query": timing.cpu_per_query,
                     "peak MB": timing.peak_mb,
                     "growth MB": timing.growth_mb,
                 }
@@ -333,6 +372,7 @@ def length_scaling(selected: HeadRanker, setup: Setup, lengths: Sequence[int], c
                 "passage tokens": length,
                 "prompt tokens": len(list_prompts(ranker, CandidateList(lst.qid, lst.query, docs))[0].input_ids),
                 "s/query": timing.per_query,
+                "CPU s/query": timing.cpu_per_query,
                 "peak MB": timing.peak_mb,
                 "growth MB": timing.growth_mb,
             }
@@ -354,16 +394,17 @@ def optimisations(selected: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
         nonlocal reference
         torch.set_num_threads(intra_op)
         sync(setup.device)
-        start = time.perf_counter()
+        start = clock()
         with ThreadPoolExecutor(workers) as pool:
             rankings = list(pool.map(lambda lst: rank_all(selected, [lst])[0], lists))
         sync(setup.device)
-        wall = time.perf_counter() - start
+        wall, cpu = (end - begin for end, begin in zip(clock(), start))
         reference = reference or rankings
         rows.append(
             {
                 "setting": name,
                 "s/query (wall / queries)": wall / len(lists),
+                "CPU s/query": cpu / len(lists),
                 "queries/s": len(lists) / wall,
                 "same rankings": rankings == reference,
             }
@@ -403,8 +444,8 @@ def plot(results: dict, out: Path, meta: dict) -> list[str]:
     rows = results["methods"]
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
     labels = [r["method"].split(" (")[0] for r in rows]
-    ax[0].bar(labels, [r["s/query"] for r in rows], color=["tab:green", "tab:blue", "tab:red"][: len(rows)])
-    ax[0].set_ylabel("seconds per query (top-20)")
+    ax[0].bar(labels, [r["CPU s/query"] for r in rows], color=["tab:green", "tab:blue", "tab:red"][: len(rows)])
+    ax[0].set_ylabel("CPU seconds per query (top-20)")
     ax[1].bar(labels, [r["peak MB"] for r in rows], color=["tab:green", "tab:blue", "tab:red"][: len(rows)])
     ax[1].set_ylabel("peak memory during ranking (MB)")
     fig.suptitle("Same model, same candidates, same run")
@@ -413,23 +454,23 @@ def plot(results: dict, out: Path, meta: dict) -> list[str]:
     fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
     for method, style in (("HeadRank", "o-"), ("ICR", "s--")):
         pts = [r for r in results["passages"] if r["method"] == method]
-        ax[0].plot([r["passages"] for r in pts], [r["s/query"] for r in pts], style, label=method)
+        ax[0].plot([r["passages"] for r in pts], [r["CPU s/query"] for r in pts], style, label=method)
         ax[1].plot([r["passages"] for r in pts], [r["growth MB"] for r in pts], style, label=method)
     ax[0].set_xlabel("passages")
-    ax[0].set_ylabel("seconds per query")
+    ax[0].set_ylabel("CPU seconds per query")
     ax[1].set_xlabel("passages")
     ax[1].set_ylabel("memory growth during ranking (MB)")
     ax[0].legend()
     lengths = results["lengths"]
-    ax[2].plot([r["passage tokens"] for r in lengths], [r["s/query"] for r in lengths], "o-", color="tab:green")
+    ax[2].plot([r["passage tokens"] for r in lengths], [r["CPU s/query"] for r in lengths], "o-", color="tab:green")
     ax[2].set_xlabel("tokens per passage (20 passages, HeadRank)")
-    ax[2].set_ylabel("seconds per query")
+    ax[2].set_ylabel("CPU seconds per query")
     save(fig, "scaling.png")
 
-    phases = {k: v for k, v in results["profile"].items() if k not in ("prompt tokens", "windows")}
+    phases = {k: v[1] for k, v in results["profile"].items() if k not in ("prompt tokens", "windows")}
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.barh(list(phases), list(phases.values()), color="tab:green")
-    ax.set_xlabel("seconds (one top-20 query, HeadRank)")
+    ax.set_xlabel("CPU seconds (one top-20 query, HeadRank)")
     ax.invert_yaxis()
     save(fig, "profile.png")
     return names
@@ -464,12 +505,16 @@ def markdown(results: dict, meta: dict, plots: list[str]) -> str:
         f"One top-20 list: {f['prompt_tokens']} prompt tokens; HeadRank's forward = {f['headrank_gflop']:.1f} GFLOP "
         f"(prefix {f['prefix_gflop']:.1f} + query passes {f['suffix_gflop']:.2f}); ICR's = {f['icr_gflop']:.1f} GFLOP.",
         f"A plain float32 matmul of the model's largest shape ({f['matmul_shape']}) reaches "
-        f"{f['attainable_gflops']:.1f} GFLOP/s here; the forward passes reach {f['achieved_gflops']:.1f} GFLOP/s: "
+        f"{f['attainable_gflops']:.1f} GFLOP per {f['per']} here; the forward passes reach "
+        f"{f['achieved_gflops']:.1f}: "
         f"**achieved / attainable = {f['achieved_over_attainable']:.2f}**.",
         "",
         "## Where the time of one query goes (HeadRank, top-20)",
         "",
-        format_table([{"phase": k, "seconds": v} for k, v in results["profile"].items()], ["phase", "seconds"]),
+        format_table(
+            [{"phase": k, "wall s": v[0], "CPU s": v[1]} for k, v in results["profile"].items()],
+            ["phase", "wall s", "CPU s"],
+        ),
         "",
         format_table(results["ops"], list(results["ops"][0])),
         "",
@@ -528,7 +573,7 @@ def main(argv: list[str] | None = None) -> None:
     log("profile")
     top = lists[0].head(args.top_k)
     runs = [profile_query(selected, top, args.device) for _ in range(3)]
-    results["profile"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    results["profile"] = {k: tuple(statistics.median(r[k][i] for r in runs) for i in (0, 1)) for k in runs[0]}
     results["ops"] = op_table(selected, top, args.device)
     log("flops")
     prompt = list_prompts(selected, top)[0]
@@ -538,7 +583,8 @@ def main(argv: list[str] | None = None) -> None:
     theirs = pass_flops(config, full.num_layers, prompt.query_start, 2, width)
     shape = (len(prompt.input_ids), config.hidden_size, config.intermediate_size)
     attainable = matmul_throughput(args.device, *shape)
-    forward_s = results["profile"]["prefix pass"] + results["profile"]["query passes"]
+    spent = 0 if args.device.startswith("cuda") else 1  # CPU-seconds on CPU (see `clock`), wall on CUDA
+    forward_s = results["profile"]["prefix pass"][spent] + results["profile"]["query passes"][spent]
     results["flops"] = {
         "prompt_tokens": len(prompt.input_ids),
         "prefix_gflop": mine["prefix"] / 1e9,
@@ -549,6 +595,7 @@ def main(argv: list[str] | None = None) -> None:
         "attainable_gflops": attainable / 1e9,
         "achieved_gflops": mine["total"] / forward_s / 1e9,
         "achieved_over_attainable": mine["total"] / forward_s / attainable,
+        "per": "wall second" if spent == 0 else "CPU-second (all threads)",
     }
     log("scaling")
     results["passages"] = scaling(selected, icr, setup, [int(s) for s in args.sizes.split(",")])
