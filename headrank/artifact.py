@@ -28,6 +28,8 @@ def save_artifact(folder: str | Path, ranker: HeadRanker, peft_model, training: 
     """Write the adapter (peft's safetensors + config) and the manifest that ties it to its base model."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    for config in peft_model.peft_config.values():  # not this machine's cache path
+        config.base_model_name_or_path = ranker.backbone.source
     peft_model.save_pretrained(folder, safe_serialization=True)
     readme = folder / "README.md"
     if readme.exists():  # peft's model card template says nothing about this ranker
