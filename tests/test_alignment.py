@@ -160,3 +160,18 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, monkeypatch):
     other = save_tiny(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="trained on"):
         load_artifact(out, base_model=str(other))
+
+
+def test_committed_artifact_is_complete():
+    from safetensors import safe_open
+
+    from headrank.artifact import DEFAULT_ARTIFACT
+
+    manifest = read_manifest(DEFAULT_ARTIFACT)
+    heads = HeadSet.from_dict({"heads": manifest["heads"]})
+    assert manifest["base_model"] == "embedded" and manifest["base_fingerprint"].startswith("gguf-sha256:")
+    assert manifest["depth"] == heads.depth and len(heads.heads) == 16
+    assert manifest["data"]["datasets"] == ["dl21"]
+    with safe_open(DEFAULT_ARTIFACT / "adapter_model.safetensors", "pt") as fh:
+        layers = {int(k.split(".layers.")[1].split(".")[0]) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    assert layers == set(range(manifest["depth"]))
