@@ -298,9 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="dl19")
     p.add_argument(
         "--method",
-        default="icr",
+        default="headrank",
         choices=METHODS,
-        help="bm25: first stage; icr: all heads; qrhead/selected: --heads; headrank: --artifact",
+        help="headrank (default): --artifact or the committed one; bm25: first stage; icr: all heads; "
+        "qrhead/selected: --heads; rankgpt: generative baseline",
     )
     p.add_argument("--artifact", help="trained artifact folder for --method headrank (default: the committed one)")
     p.add_argument("--top-k", type=int, default=20)
