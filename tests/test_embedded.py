@@ -11,54 +11,19 @@ from headrank.cli import main
 pytestmark = pytest.mark.slow
 
 
+def _eval_three_dl19_queries(data_dir, out, *method: str) -> dict:
+    args = ["eval", "--data-dir", str(data_dir), "--dataset", "dl19", "--limit", "3", "--out", str(out), "--quiet"]
+    assert main([*args, *method]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["queries"] == 3 and 0.0 < metrics["ndcg@10"] <= 1.0
+    return metrics
+
+
 def test_icr_on_three_dl19_queries(data_dir, tmp_path):
-    assert (
-        main(
-            [
-                "eval",
-                "--data-dir",
-                str(data_dir),
-                "--dataset",
-                "dl19",
-                "--method",
-                "icr",
-                "--model",
-                "embedded",
-                "--top-k",
-                "20",
-                "--limit",
-                "3",
-                "--out",
-                str(tmp_path),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["queries"] == 3 and metrics["layers_run"] == 30
-    assert 0.0 < metrics["ndcg@10"] <= 1.0
+    metrics = _eval_three_dl19_queries(data_dir, tmp_path, "--method", "icr", "--model", "embedded")
+    assert metrics["layers_run"] == 30
 
 
 def test_committed_headrank_on_three_dl19_queries(data_dir, tmp_path):
-    assert (
-        main(
-            [
-                "eval",
-                "--data-dir",
-                str(data_dir),
-                "--dataset",
-                "dl19",
-                "--method",
-                "headrank",
-                "--limit",
-                "3",
-                "--out",
-                str(tmp_path),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["queries"] == 3 and metrics["layers_run"] < 30 and metrics["trained_on"] == ["dl21"]
+    metrics = _eval_three_dl19_queries(data_dir, tmp_path, "--method", "headrank")
+    assert metrics["layers_run"] < 30 and metrics["trained_on"] == ["dl21"]
