@@ -32,7 +32,7 @@ from headrank.datasets import load_dataset
 from headrank.evaluate import format_table, machine
 from headrank.headset import HeadSet
 from headrank.prompt import PromptTemplate, input_order
-from headrank.ranker import HeadRanker, RankerConfig, _document_text
+from headrank.ranker import HeadRanker, RankerConfig, document_text
 from headrank.scoring import query_attention, score_list
 
 DEFAULT_HEADS = ",".join(f"{layer}-{head}" for layer in range(8, 16) for head in (2, 6))
@@ -322,7 +322,7 @@ def compare_methods(full: Backbone, selected: HeadRanker, setup: Setup, top_k: i
 def list_prompts(ranker: HeadRanker, lst: CandidateList) -> list:
     """The prompts (one per window) that the ranker builds for this list."""
     builder = ranker.builder
-    texts = [_document_text(d, i) for i, d in enumerate(lst.documents())]
+    texts = [document_text(d, i) for i, d in enumerate(lst.documents())]
     passage_ids = builder.encode_passages(texts)
     order = input_order(len(texts), ranker.config.order, ranker.config.seed)
     return [

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from headrank.data import CandidateList, Qrels
 from headrank.prompt import ListwisePrompt, input_order
-from headrank.ranker import HeadRanker, _document_text
+from headrank.ranker import HeadRanker, document_text
 from headrank.scoring import PrefixCache, encode_prefix, query_attention, score_list
 
 PAIR_MODES = ("alps", "random")
@@ -138,7 +138,7 @@ def training_lists(lists: Sequence[CandidateList], qrels: Qrels, size: int) -> l
         judged = qrels.get(lst.qid, {})
         grades = np.asarray([judged.get(d, 0) for d in head.docids()], dtype=float)
         if (grades[:, None] - grades[None, :] == 1).any():
-            texts = [_document_text(d, i) for i, d in enumerate(head.documents())]
+            texts = [document_text(d, i) for i, d in enumerate(head.documents())]
             out.append(TrainingList(lst.qid, lst.query, texts, grades))
     return out
 

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from headrank.data import CandidateList, Qrels
 from headrank.headset import HeadSet
 from headrank.prompt import input_order
-from headrank.ranker import HeadRanker, _document_text
+from headrank.ranker import HeadRanker, document_text
 from headrank.scoring import ScoringConfig, query_attention, score_list
 
 
@@ -92,7 +92,7 @@ def collect_head_table(
     table = HeadTable(list(ranker.heads.heads), [], [], [], [], [])
     builder = ranker.builder
     for lst in tqdm(lists, desc="head statistics", unit="query", disable=not progress):
-        texts = [_document_text(d, i) for i, d in enumerate(lst.documents())]
+        texts = [document_text(d, i) for i, d in enumerate(lst.documents())]
         ids = builder.encode_passages(texts)
         order = input_order(len(texts), ranker.config.order, ranker.config.seed)
         prompt = builder.build(lst.query, ids, order)

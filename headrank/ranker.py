@@ -66,7 +66,7 @@ def _check_query(query) -> str:
     return query
 
 
-def _document_text(doc, i: int) -> str:
+def document_text(doc, i: int) -> str:
     if isinstance(doc, str):
         return doc
     if isinstance(doc, Mapping) and isinstance(doc.get("text"), str):
@@ -136,14 +136,14 @@ class HeadRanker:
     def score_lists(self, query: str, documents: Sequence[Document]) -> list[tuple[list[int], ListScores]]:
         """Score each forward pass of this list: (document indices by input position, scores)."""
         query = _check_query(query)
-        texts = [_document_text(d, i) for i, d in enumerate(documents)]
+        texts = [document_text(d, i) for i, d in enumerate(documents)]
         return list(self._iter_lists(query, texts))
 
     def iter_lists(self, query: str, documents: Sequence[Document]) -> Iterator[tuple[list[int], ListScores]]:
         """`score_lists` one forward pass per step (input checked at once), so a server can interleave
         the passes of a long list with those of short ones."""
         query = _check_query(query)
-        return self._iter_lists(query, [_document_text(d, i) for i, d in enumerate(documents)])
+        return self._iter_lists(query, [document_text(d, i) for i, d in enumerate(documents)])
 
     @torch.inference_mode()
     def _iter_lists(self, query: str, texts: list[str]) -> Iterator[tuple[list[int], ListScores]]:
@@ -191,7 +191,7 @@ class HeadRanker:
         return RankedResults(
             query=query,
             results=[
-                RankedDocument(_document_text(documents[i], i), ids[i], scores[i], rank + 1, i)
+                RankedDocument(document_text(documents[i], i), ids[i], scores[i], rank + 1, i)
                 for rank, i in enumerate(by_score)
             ],
         )

@@ -15,7 +15,7 @@ import torch
 
 from headrank.backbone import Backbone, load_backbone
 from headrank.prompt import PromptError
-from headrank.ranker import Document, RankedDocument, RankedResults, _check_query, _document_text
+from headrank.ranker import Document, RankedDocument, RankedResults, _check_query, document_text
 
 SYSTEM = "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query."
 PREFIX = (
@@ -219,7 +219,7 @@ class RankGPT:
         if doc_ids is not None and len(doc_ids) != len(documents):
             raise ValueError(f"{len(doc_ids)} doc_ids for {len(documents)} documents")
         query = _check_query(query)
-        texts = [_document_text(d, i) for i, d in enumerate(documents)]
+        texts = [document_text(d, i) for i, d in enumerate(documents)]
         ids = list(doc_ids) if doc_ids is not None else list(range(len(documents)))
         order = self.rerank_order(query, texts) if texts else []
         n = len(order)
