@@ -18,8 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,9 +30,9 @@ from headrank.data import Candidate, CandidateList, default_data_dir
 from headrank.datasets import load_dataset
 from headrank.evaluate import format_table, machine
 from headrank.headset import HeadSet
-from headrank.prompt import PromptTemplate, input_order
+from headrank.prompt import ListwisePrompt, PromptTemplate, input_order
 from headrank.ranker import HeadRanker, RankerConfig, document_text
-from headrank.scoring import query_attention, score_list
+from headrank.scoring import encode_prefix, query_attention, score_list
 
 DEFAULT_HEADS = ",".join(f"{layer}-{head}" for layer in range(8, 16) for head in (2, 6))
 """16 heads within the first 16 layers: the cost depends on the depth (16 of 30 layers), not on which heads."""
@@ -162,23 +161,35 @@ def time_queries(ranker, lists: Sequence[CandidateList], device: str) -> tuple[T
 # ---------------------------------------------------------------- FLOPs and the machine's matmul throughput
 
 
-def layer_flops(config, tokens: int, context_before: int, causal_block: bool) -> float:
+def layer_flops(config, tokens: int, context_before: int, causal_block: bool, qkv_only: bool = False) -> float:
     """FLOPs of one decoder layer for `tokens` new tokens after `context_before` cached ones (matmuls only).
 
     Projections and MLP: 2 FLOPs per weight per token. Attention: QK^T and AV, 2 * 2 * heads * head_dim per
-    (query, key) pair; a causal block sees half of itself."""
+    (query, key) pair; a causal block sees half of itself. `qkv_only`: the last layer under early exit,
+    which stops once its keys/values are cached (the few captured rows of the query pass are left out)."""
     d, ff = config.hidden_size, config.intermediate_size
     heads, kv = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or d // heads
-    weights = d * heads * head_dim + 2 * d * kv * head_dim + heads * head_dim * d + 3 * d * ff
+    qkv = d * heads * head_dim + 2 * d * kv * head_dim
+    if qkv_only:
+        return 2.0 * qkv * tokens
+    weights = qkv + heads * head_dim * d + 3 * d * ff
     pairs = tokens * context_before + (tokens * (tokens + 1) / 2 if causal_block else tokens * tokens)
     return 2.0 * weights * tokens + 4.0 * heads * head_dim * pairs
 
 
-def pass_flops(config, depth: int, prefix_len: int, suffix_rows: int, suffix_width: int) -> dict[str, float]:
+def pass_flops(
+    config, depth: int, prefix_len: int, suffix_rows: int, suffix_width: int, exit_early: bool = True
+) -> dict[str, float]:
     """The truncated forward of one list: the prefix pass, then `suffix_rows` suffixes over its cache."""
-    prefix = depth * layer_flops(config, prefix_len, 0, True)
-    suffix = depth * suffix_rows * layer_flops(config, suffix_width, prefix_len, True)
+
+    def stack(tokens: int, before: int) -> float:
+        full = depth - 1 if exit_early else depth
+        last = layer_flops(config, tokens, before, True, qkv_only=True) if exit_early else 0.0
+        return full * layer_flops(config, tokens, before, True) + last
+
+    prefix = stack(prefix_len, 0)
+    suffix = suffix_rows * stack(suffix_width, prefix_len)
     return {"prefix": prefix, "suffix": suffix, "total": prefix + suffix}
 
 
@@ -196,57 +207,29 @@ def matmul_throughput(device: str, m: int, k: int, n: int, repeats: int = 10) ->
 # ---------------------------------------------------------------- profile of one query
 
 
-@contextmanager
-def decoder_calls(model, device: str):
-    """Wall time of each decoder forward (the prefix pass, then the query passes), via hooks: no core change."""
-    spans: list[tuple[float, float]] = []
-    starts: list[tuple[float, float]] = []
-
-    def before(*_):
-        sync(device)
-        starts.append(clock())
-
-    def after(*_):
-        sync(device)
-        (wall, cpu), start = clock(), starts.pop()
-        spans.append((wall - start[0], cpu - start[1]))
-
-    handles = [model.model.register_forward_pre_hook(before), model.model.register_forward_hook(after)]
-    try:
-        yield spans
-    finally:
-        for h in handles:
-            h.remove()
-
-
 def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds per phase of one list: tokenisation, prefix pass, query passes, score reduction."""
-    names = ["tokenisation", "prefix pass", "query passes", "cache copy + capture", "score reduction"]
-    phases = {name: [0.0, 0.0] for name in names}
+    phases = {name: [0.0, 0.0] for name in ["tokenisation", "prefix pass", "query passes", "score reduction"]}
 
-    def charge(name: str, seconds: tuple[float, float]) -> None:
-        phases[name] = [phases[name][0] + seconds[0], phases[name][1] + seconds[1]]
+    def charge(name: str, start: tuple[float, float]) -> tuple[float, float]:
+        sync(device)
+        now = clock()
+        phases[name] = [phases[name][0] + now[0] - start[0], phases[name][1] + now[1] - start[1]]
+        return now
 
-    def since(start: tuple[float, float]) -> tuple[float, float]:
-        wall, cpu = clock()
-        return wall - start[0], cpu - start[1]
-
-    with torch.inference_mode(), decoder_calls(ranker.model, device) as spans:
+    with torch.inference_mode():
         start = clock()
         prompts = list_prompts(ranker, lst)
-        charge("tokenisation", since(start))
+        start = charge("tokenisation", start)
         for prompt in prompts:
-            sync(device)
-            start = clock()
-            attention = query_attention(ranker.model, prompt, ranker.heads, ranker.config.scoring.calibrate)
-            sync(device)
-            forward, middle = since(start), clock()
+            prefix = encode_prefix(ranker.model, prompt, ranker.prefix_context)
+            start = charge("prefix pass", start)
+            attention = query_attention(
+                ranker.model, prompt, ranker.heads, ranker.config.scoring.calibrate, prefix=prefix
+            )
+            start = charge("query passes", start)
             score_list(attention, prompt, ranker.heads, ranker.config.scoring).scores.cpu()
-            charge("score reduction", since(middle))
-            prefix, queries = spans[-2], spans[-1]
-            charge("prefix pass", prefix)
-            charge("query passes", queries)
-            charge("cache copy + capture", tuple(f - p - q for f, p, q in zip(forward, prefix, queries)))
+            start = charge("score reduction", start)
     return {name: tuple(v) for name, v in phases.items()} | {
         "prompt tokens": (sum(len(p.input_ids) for p in prompts),) * 2,
         "windows": (len(prompts),) * 2,
@@ -375,6 +358,53 @@ def length_scaling(selected: HeadRanker, setup: Setup, lengths: Sequence[int], c
                 "CPU s/query": timing.cpu_per_query,
                 "peak MB": timing.peak_mb,
                 "growth MB": timing.growth_mb,
+            }
+        )
+    return rows
+
+
+def forward_variants(ranker: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
+    """The same scores three ways, each an exact rewrite of the one before, timed interleaved per list: ICR as
+    published runs the whole prompt twice (query, then N/A); headrank shares one prefix pass between them;
+    early exit then stops the last layer once its keys/values are cached. Rankings must not change."""
+    model, heads, scoring = ranker.model, ranker.heads, ranker.config.scoring
+    variants: dict[str, Callable[[ListwisePrompt], torch.Tensor]] = {
+        "two passes over the whole prompt (ICR as published)": lambda p: torch.cat(
+            [
+                query_attention(model, p, heads, False, exit_early=False),
+                query_attention(model, replace(p, query_ids=p.calibration_ids), heads, False, exit_early=False),
+            ]
+        ),
+        "one prefix pass shared by query and N/A": lambda p: query_attention(model, p, heads, True, exit_early=False),
+        "+ early exit at the last layer (default)": lambda p: query_attention(model, p, heads, True),
+    }
+    prompts = [p for lst in setup.lists for p in list_prompts(ranker, lst.head(top_k))]
+    spent = {name: [0.0, 0.0] for name in variants}
+    scores: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
+    with torch.inference_mode():
+        variants["+ early exit at the last layer (default)"](prompts[0])  # warm-up
+        for prompt in prompts:
+            for name, attend in variants.items():
+                sync(setup.device)
+                start = clock()
+                scores[name].append(score_list(attend(prompt), prompt, heads, scoring).scores.cpu())
+                sync(setup.device)
+                spent[name] = [t + now - then for t, now, then in zip(spent[name], clock(), start)]
+    first = next(iter(variants))
+    rows = []
+    for name in variants:
+        wall, cpu = (t / len(setup.lists) for t in spent[name])
+        rows.append(
+            {
+                "forward pass": name,
+                "s/query": wall,
+                "CPU s/query": cpu,
+                "CPU time / first": cpu / (spent[first][1] / len(setup.lists)),
+                "max |score diff|": max(float((a - b).abs().max()) for a, b in zip(scores[name], scores[first])),
+                "same rankings": all(
+                    a.argsort(descending=True).tolist() == b.argsort(descending=True).tolist()
+                    for a, b in zip(scores[name], scores[first])
+                ),
             }
         )
     return rows
@@ -518,6 +548,10 @@ def markdown(results: dict, meta: dict, plots: list[str]) -> str:
         "",
         format_table(results["ops"], list(results["ops"][0])),
         "",
+        "## Exact rewrites of the forward pass (before/after, interleaved on the same lists)",
+        "",
+        format_table(results["forward"], list(results["forward"][0])),
+        "",
         "## Settings tried (before/after, same queries)",
         "",
         format_table(results["optimisations"], list(results["optimisations"][0])),
@@ -600,6 +634,8 @@ def main(argv: list[str] | None = None) -> None:
     log("scaling")
     results["passages"] = scaling(selected, icr, setup, [int(s) for s in args.sizes.split(",")])
     results["lengths"] = length_scaling(selected, setup, [int(s) for s in args.lengths.split(",")])
+    log("forward variants")
+    results["forward"] = forward_variants(selected, setup, args.top_k)
     log("optimisations")
     results["optimisations"] = optimisations(selected, setup, args.top_k)
     plots = plot(results, out, meta)

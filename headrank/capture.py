@@ -27,8 +27,15 @@ class Capture:
     """layer index -> query-head indices wanted at that layer."""
     row_mask: torch.Tensor | None = None
     """[batch, q_len] bool: the rows of this pass that belong to the query span (None: every row)."""
+    stop_layer: int | None = None
+    """leave the pass at this layer once its keys/values are cached and its rows kept: its attention output,
+    its MLP and the final norm feed nothing that scoring reads (the LM head never runs)."""
     attention: dict[int, torch.Tensor] = field(default_factory=dict)
     """layer index -> [batch, len(heads[layer]), kv_len] mean attention of the query-span rows."""
+
+
+class _StopForward(Exception):
+    """Raised at `Capture.stop_layer`; `capturing` swallows it, so the pass just ends there."""
 
 
 @contextmanager
@@ -37,6 +44,8 @@ def capturing(capture: Capture) -> Iterator[Capture]:
     _state.capture = capture
     try:
         yield capture
+    except _StopForward:
+        pass
     finally:
         _state.capture = previous
 
@@ -85,6 +94,8 @@ def headrank_attention(module, query, key, value, attention_mask, dropout=0.0, s
             capture.attention[module.layer_idx] = query_row_attention(
                 module, query, key, attention_mask, scaling, heads, capture.row_mask
             )
+        if module.layer_idx == capture.stop_layer:
+            raise _StopForward  # the attention module has already put this layer's keys/values in the cache
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 

@@ -47,21 +47,33 @@ PrefixCache = list[tuple[torch.Tensor, torch.Tensor]]
 """keys and values of every layer after the pass over the prefix (batch 1)."""
 
 
+def _last_layer(model, exit_early: bool) -> int | None:
+    """Where a pass may stop (see `Capture.stop_layer`); None runs every layer to the end, as before."""
+    return len(model.model.layers) - 1 if exit_early else None
+
+
 def encode_prefix(
-    model, prompt: ListwisePrompt, prefix_context: Callable[[], AbstractContextManager] | None = None
+    model,
+    prompt: ListwisePrompt,
+    prefix_context: Callable[[], AbstractContextManager] | None = None,
+    exit_early: bool = True,
 ) -> PrefixCache:
-    """One pass over the passages. `prefix_context` (e.g. a peft model's `disable_adapter`) wraps it and it
-    then runs without grad: a trained ranker's adapters act on the query span only, so the passages are
-    encoded by the frozen base and one prefix serves the reference and the trained model alike."""
+    """One pass over the passages. Of the last layer only its keys and values are computed (`exit_early`).
+
+    `prefix_context` (e.g. a peft model's `disable_adapter`) wraps the pass and it then runs without grad: a
+    trained ranker's adapters act on the query span only, so the passages are encoded by the frozen base and
+    one prefix serves the reference and the trained model alike."""
     from transformers import DynamicCache
 
     decoder = model.model
     cache = DynamicCache(config=model.config)
     prefix = torch.tensor([prompt.prefix_ids], device=decoder.embed_tokens.weight.device)
+    stop = Capture(heads={}, stop_layer=_last_layer(model, exit_early))
     if prefix_context is None:
-        decoder(input_ids=prefix, cache=cache, use_cache=True)
+        with capturing(stop):
+            decoder(input_ids=prefix, cache=cache, use_cache=True)
     else:
-        with torch.no_grad(), prefix_context():
+        with torch.no_grad(), prefix_context(), capturing(stop):
             decoder(input_ids=prefix, cache=cache, use_cache=True)
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -73,24 +85,26 @@ def query_attention(
     calibrate: bool,
     prefix_context: Callable[[], AbstractContextManager] | None = None,
     prefix: PrefixCache | None = None,
+    exit_early: bool = True,
 ) -> torch.Tensor:
     """[1 or 2, heads, prefix_len]: mean attention of the query span (and the N/A span) to each prefix token.
 
     The query and the N/A spans run as a batch of two short passes over the prefix's KV cache (computed
-    here unless `prefix` is given, which is left untouched and can be reused). Differentiable when called
-    with grad enabled.
+    here unless `prefix` is given, which is left untouched and can be reused). Both passes end at the last
+    layer's attention (`exit_early=False` runs them to the end: the same result, for before/after timings).
+    Differentiable when called with grad enabled.
     """
     from transformers import DynamicCache
 
     if prefix is None:
-        prefix = encode_prefix(model, prompt, prefix_context)
+        prefix = encode_prefix(model, prompt, prefix_context, exit_early)
     device = model.model.embed_tokens.weight.device
     suffix, row_mask = _suffix_batch(prompt, calibrate, device)
     cache = DynamicCache(config=model.config)
     for layer, (keys, values) in enumerate(prefix):
         batch = (suffix.shape[0], *keys.shape[1:])
         cache.update(keys.expand(batch), values.expand(batch), layer)
-    capture = Capture(heads=heads.by_layer(), row_mask=row_mask)
+    capture = Capture(heads=heads.by_layer(), row_mask=row_mask, stop_layer=_last_layer(model, exit_early))
     with capturing(capture):
         model.model(input_ids=suffix, cache=cache, use_cache=True)
     per_layer = [capture.attention[layer][:, i] for layer, i in _head_slots(heads)]

@@ -63,13 +63,29 @@ def test_truncation_runs_fewer_layers_with_identical_scores():
     calls = {"full": 0, "cut": 0}
     for name, ranker in (("full", full), ("cut", cut)):
         for layer in ranker.model.model.layers:
-            layer.register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+            layer.register_forward_pre_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
     lm_head_calls = []
     cut.model.lm_head.register_forward_hook(lambda *_: lm_head_calls.append(1))
     assert full.score(FLEA_QUERY, DOCS) == cut.score(FLEA_QUERY, DOCS)
     assert cut.depth == 2 and cut.layer_calls() == 2
     assert calls == {"full": 4 * 2, "cut": 2 * 2}  # prefix pass + query pass, per layer
     assert lm_head_calls == []
+
+
+def test_early_exit_skips_the_last_layers_tail_with_identical_attention(tiny):
+    prompt = _prompt(tiny)
+    heads = HeadSet.of([(0, 1), (3, 2)])
+    last = tiny.model.model.layers[-1]
+    tails = []
+    handles = [m.register_forward_hook(lambda m, *_: tails.append(m)) for m in (last.mlp, last.self_attn.o_proj)]
+    with torch.no_grad():
+        early = query_attention(tiny.model, prompt, heads, calibrate=True)
+        assert tails == []  # neither pass ran the last layer's attention output or MLP
+        full = query_attention(tiny.model, prompt, heads, calibrate=True, exit_early=False)
+    for handle in handles:
+        handle.remove()
+    assert len(tails) == 4  # o_proj and MLP, in the prefix pass and the query pass
+    assert torch.equal(early, full)
 
 
 def test_relevant_passage_wins_wherever_it_sits(lexical):
