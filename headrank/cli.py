@@ -188,6 +188,33 @@ def cmd_retrieve(args) -> None:
         print(evaluate({q: dict(items) for q, items in run.items()}, qrels, ["nDCG@10", "R@100"]))
 
 
+def _load_run_arg(path: str) -> dict[str, dict[str, float]]:
+    """An eval output folder (its run.trec) or a TREC run file, as ir-measures wants it."""
+    from headrank.data import DataError, load_run
+
+    run_path = Path(path) / "run.trec" if Path(path).is_dir() else Path(path)
+    if not run_path.is_file():
+        raise DataError(f"no TREC run at {run_path}")
+    return {qid: dict(pairs) for qid, pairs in load_run(run_path).items()}
+
+
+def cmd_compare(args) -> None:
+    from dataclasses import asdict
+
+    from headrank.data import default_data_dir, load_qrels
+    from headrank.datasets import load_dataset
+    from headrank.evaluate import format_table
+    from headrank.significance import compare_runs
+
+    qrels = load_qrels(args.qrels) if args.qrels else load_dataset(args.dataset, default_data_dir(args.data_dir)).qrels
+    rows = compare_runs(_load_run_arg(args.baseline), {s: _load_run_arg(s) for s in args.systems}, qrels, args.measure)
+    table = [asdict(r) | {"delta": r.delta} for r in rows]
+    print(f"baseline: {args.baseline} ({args.measure} {rows[0].baseline_mean:.4f}, {rows[0].queries} queries)")
+    print(format_table(table, ["system", "mean", "delta", "wins", "losses", "ties", "p_value"]))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"baseline": args.baseline, "rows": table}, indent=1) + "\n")
+
+
 def cmd_analyze(args) -> None:
     from dataclasses import asdict
 
@@ -370,6 +397,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relevant-grade", type=int, default=2, help="lowest grade counted as relevant (DL: 2)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("compare", help="per-query wins/losses/ties and a paired randomization test against a baseline")
+    p.add_argument("baseline", help="eval output folder (with run.trec) or a TREC run file")
+    p.add_argument("systems", nargs="+", help="eval output folders or TREC run files to compare with it")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--dataset", help="judge with this dataset's qrels (with --data-dir)")
+    group.add_argument("--qrels", help="a qrels file (TREC or BEIR tsv)")
+    p.add_argument("--data-dir")
+    p.add_argument("--measure", default="nDCG@10", help="an ir-measures name")
+    p.add_argument("--out", help="also write the comparison as json")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("serve", help="serve the reranker over HTTP (Cohere/Jina /v1/rerank, TEI /rerank)")
     _model_options(p)
