@@ -93,7 +93,9 @@ class HeadRanker:
         self.artifact: dict | None = None
         """the manifest of the trained artifact this ranker was loaded from, if any."""
         self.prefix_context: Callable[[], AbstractContextManager] | None = None
-        """set by trained adapters: the context (adapters off) in which the passages are encoded."""
+        """set by trained adapters: the context (adapters off) in which the passages are encoded. It switches
+        the adapters for the whole model, so a trained ranker serves one thread at a time (the server's single
+        worker and Ray's separate processes do); threads may share a ranker without an artifact."""
 
     @classmethod
     def from_pretrained(
