@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from headrank.alignment import middle_zone
-from headrank.data import Qrels
+from headrank.data import DataError, Qrels
 from headrank.prompt import input_order
 
 
@@ -31,11 +31,11 @@ class ZoneReport:
 
 
 def load_scores(folder: Path) -> tuple[dict[str, list[tuple[int, str, float]]], dict]:
+    path = folder / "scores.jsonl"
+    if not path.is_file() or not (folder / "metrics.json").is_file():
+        raise DataError(f"{path} not found: run `headrank eval` with a reranker (not bm25) first")
     metrics = json.loads((folder / "metrics.json").read_text())
     lists: dict[str, list[tuple[int, str, float]]] = {}
-    path = folder / "scores.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run `headrank eval` with a reranker (not bm25) first")
     for line in path.read_text().splitlines():
         row = json.loads(line)
         lists.setdefault(row["qid"], []).append((row["first_stage_rank"], row["docid"], row["score"]))

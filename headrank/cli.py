@@ -188,6 +188,14 @@ def cmd_retrieve(args) -> None:
         print(evaluate({q: dict(items) for q, items in run.items()}, qrels, ["nDCG@10", "R@100"]))
 
 
+def _qrels(args):
+    """--qrels FILE, else the qrels of --dataset under --data-dir."""
+    from headrank.data import default_data_dir, load_qrels
+    from headrank.datasets import load_dataset
+
+    return load_qrels(args.qrels) if args.qrels else load_dataset(args.dataset, default_data_dir(args.data_dir)).qrels
+
+
 def _load_run_arg(path: str) -> dict[str, dict[str, float]]:
     """An eval output folder (its run.trec) or a TREC run file, as ir-measures wants it."""
     from headrank.data import DataError, load_run
@@ -201,12 +209,10 @@ def _load_run_arg(path: str) -> dict[str, dict[str, float]]:
 def cmd_compare(args) -> None:
     from dataclasses import asdict
 
-    from headrank.data import default_data_dir, load_qrels
-    from headrank.datasets import load_dataset
     from headrank.evaluate import format_table
     from headrank.significance import compare_runs
 
-    qrels = load_qrels(args.qrels) if args.qrels else load_dataset(args.dataset, default_data_dir(args.data_dir)).qrels
+    qrels = _qrels(args)
     rows = compare_runs(_load_run_arg(args.baseline), {s: _load_run_arg(s) for s in args.systems}, qrels, args.measure)
     table = [asdict(r) | {"delta": r.delta} for r in rows]
     print(f"baseline: {args.baseline} ({args.measure} {rows[0].baseline_mean:.4f}, {rows[0].queries} queries)")
@@ -219,11 +225,9 @@ def cmd_analyze(args) -> None:
     from dataclasses import asdict
 
     from headrank.analysis import plot_positions, zone_report
-    from headrank.data import default_data_dir
-    from headrank.datasets import load_dataset
     from headrank.evaluate import format_table
 
-    qrels = load_dataset(args.dataset, default_data_dir(args.data_dir)).qrels
+    qrels = _qrels(args)
     reports = [zone_report(Path(d), qrels, args.relevant_grade) for d in args.runs]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -394,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", help="output folders of `headrank eval` (with scores.jsonl)")
     p.add_argument("--data-dir")
     p.add_argument("--dataset", default="dl19", help="whose qrels to judge with")
+    p.add_argument("--qrels", help="a qrels file (TREC or BEIR tsv) instead of --dataset")
     p.add_argument("--relevant-grade", type=int, default=2, help="lowest grade counted as relevant (DL: 2)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_analyze)
@@ -452,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         args.func(args)
-    except (BackboneError, DataError, HeadSetError, PromptError, ValueError, TypeError) as err:
+    except (BackboneError, DataError, HeadSetError, PromptError, ValueError, TypeError, OSError) as err:
         print(f"headrank: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -7,6 +7,8 @@ import json
 import pytest
 
 from headrank.analysis import plot_positions, zone_report
+from headrank.cli import main
+from headrank.data import DataError
 
 
 def _eval_dir(tmp_path, scores: list[float], order: str = "forward"):
@@ -44,7 +46,11 @@ def test_reverse_order_maps_positions(tmp_path):
     assert report.selectivity_gap == pytest.approx(-1.0)
 
 
-def test_missing_scores_are_explained(tmp_path):
+def test_missing_scores_are_explained(tmp_path, capsys):
     (tmp_path / "metrics.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="headrank eval"):
+    with pytest.raises(DataError, match="headrank eval"):
         zone_report(tmp_path, {}, 2)
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq\td\t1\n")
+    assert main(["analyze", str(tmp_path), "--qrels", str(qrels), "--out", str(tmp_path / "zone")]) == 2
+    assert "headrank eval" in capsys.readouterr().err
