@@ -229,6 +229,9 @@ def cmd_analyze(args) -> None:
 
     qrels = _qrels(args)
     reports = [zone_report(Path(d), qrels, args.relevant_grade) for d in args.runs]
+    if len({r.label for r in reports}) < len(reports):  # e.g. several trained artifacts: name them by folder
+        for report, folder in zip(reports, args.runs):
+            report.label = folder
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "middle_zone.json").write_text(json.dumps([asdict(r) for r in reports], indent=1) + "\n")

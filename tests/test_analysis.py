@@ -54,3 +54,14 @@ def test_missing_scores_are_explained(tmp_path, capsys):
     qrels.write_text("query-id\tcorpus-id\tscore\nq\td\t1\n")
     assert main(["analyze", str(tmp_path), "--qrels", str(qrels), "--out", str(tmp_path / "zone")]) == 2
     assert "headrank eval" in capsys.readouterr().err
+
+
+def test_runs_of_the_same_method_are_labelled_by_folder(tmp_path):
+    first = _eval_dir(tmp_path, [0.5, 0.1, 0.9, 0.2])
+    second = first.rename(tmp_path / "other")
+    _eval_dir(tmp_path, [0.1, 0.2, 0.3, 0.4])
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("query-id\tcorpus-id\tscore\nq\td1\t2\n")
+    assert main(["analyze", str(first), str(second), "--qrels", str(qrels), "--out", str(tmp_path / "z")]) == 0
+    labels = [r["label"] for r in json.loads((tmp_path / "z" / "middle_zone.json").read_text())]
+    assert labels == [str(first), str(second)]
