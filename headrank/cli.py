@@ -212,8 +212,9 @@ def cmd_compare(args) -> None:
     from headrank.evaluate import format_table
     from headrank.significance import compare_runs
 
-    qrels = _qrels(args)
-    rows = compare_runs(_load_run_arg(args.baseline), {s: _load_run_arg(s) for s in args.systems}, qrels, args.measure)
+    qids = Path(args.qids).read_text().split() if args.qids else None
+    runs = {s: _load_run_arg(s) for s in args.systems}
+    rows = compare_runs(_load_run_arg(args.baseline), runs, _qrels(args), args.measure, qids=qids)
     table = [asdict(r) | {"delta": r.delta} for r in rows]
     print(f"baseline: {args.baseline} ({args.measure} {rows[0].baseline_mean:.4f}, {rows[0].queries} queries)")
     print(format_table(table, ["system", "mean", "delta", "wins", "losses", "ties", "p_value"]))
@@ -414,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--qrels", help="a qrels file (TREC or BEIR tsv)")
     p.add_argument("--data-dir")
     p.add_argument("--measure", default="nDCG@10", help="an ir-measures name")
+    p.add_argument("--qids", help="a file of query ids (whitespace-separated): compare on those only")
     p.add_argument("--out", help="also write the comparison as json")
     p.set_defaults(func=cmd_compare)
 

@@ -6,7 +6,7 @@ is (Fisher's paired randomization test, the one Smucker et al. 2007 recommend fo
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,8 +59,15 @@ def compare_runs(
     qrels: Qrels,
     measure: str = "nDCG@10",
     tie: float = 1e-9,
+    qids: Collection[str] | None = None,
 ) -> list[Comparison]:
-    """Each system against the baseline, query by query. The runs must cover the same judged queries."""
+    """Each system against the baseline, query by query, on `qids` if given (e.g. the queries a model was
+    or was not trained on). The runs must cover the same judged queries."""
+    if qids is not None:
+        wanted = set(qids)
+        qrels = {q: judged for q, judged in qrels.items() if q in wanted}
+        if not qrels:
+            raise ValueError("none of the given query ids has relevance judgements")
     base = per_query(baseline, qrels, measure)
     rows = []
     for name, run in systems.items():

@@ -36,6 +36,13 @@ def test_compare_counts_wins_ties_and_the_delta_by_hand():
     assert row.baseline_mean == pytest.approx(0.5)
 
 
+def test_a_subset_of_queries_can_be_compared():
+    (row,) = compare_runs(RELEVANT_LAST, {"first": RELEVANT_FIRST}, QRELS, qids=["q1", "q3"])
+    assert (row.wins, row.ties, row.queries) == (1, 1, 2)
+    with pytest.raises(ValueError, match="relevance judgements"):
+        compare_runs(RELEVANT_LAST, {"first": RELEVANT_FIRST}, QRELS, qids=["nope"])
+
+
 def test_runs_of_different_queries_are_refused():
     partial = {q: docs for q, docs in RELEVANT_FIRST.items() if q != "q3"}
     with pytest.raises(ValueError, match="same queries"):
