@@ -25,6 +25,8 @@ class ZoneReport:
     middle_variance: float
     """mean over queries of the variance of middle-zone scores, each list standardised by its own spread."""
     middle_variance_raw: float
+    first_stage_tau: float
+    """mean Kendall tau between the reranker's order and the first stage's (1: the order was kept)."""
     queries: int
     by_position_relevant: list[float]
     by_position_irrelevant: list[float]
@@ -46,7 +48,7 @@ def zone_report(folder: Path, qrels: Qrels, relevant_grade: int = 2, label: str 
     """Selectivity gap = P(top quartile | relevant, middle) - P(top quartile | irrelevant, middle)."""
     lists, metrics = load_scores(folder)
     hits = {True: [], False: []}
-    variances, raw_variances = [], []
+    variances, raw_variances, taus = [], [], []
     by_position: dict[bool, dict[int, list[float]]] = {True: {}, False: {}}
     for qid, rows in lists.items():
         rows.sort()
@@ -61,6 +63,7 @@ def zone_report(folder: Path, qrels: Qrels, relevant_grade: int = 2, label: str 
         mid = [i for i in range(n) if zone[position[i]]]
         variances.append(standard[mid].var())
         raw_variances.append(scores[mid].var())
+        taus.append(kendall_tau(scores, -np.arange(n)))  # rows are in first-stage order, best first
         judged = qrels.get(qid, {})
         for i, (_, doc, _) in enumerate(rows):
             relevant = judged.get(doc, 0) >= relevant_grade
@@ -79,10 +82,19 @@ def zone_report(folder: Path, qrels: Qrels, relevant_grade: int = 2, label: str 
         top_quartile_irrelevant_middle=rate[False],
         middle_variance=float(np.mean(variances)),
         middle_variance_raw=float(np.mean(raw_variances)),
+        first_stage_tau=float(np.mean(taus)),
         queries=len(lists),
         by_position_relevant=curve[True],
         by_position_irrelevant=curve[False],
     )
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-a: (concordant - discordant) pairs over all pairs."""
+    i, j = np.triu_indices(len(a), 1)
+    if not len(i):
+        return float("nan")
+    return float(np.mean(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])))
 
 
 def plot_positions(reports: Sequence[ZoneReport], path: Path) -> None:

@@ -245,6 +245,7 @@ def cmd_analyze(args) -> None:
         "top_quartile_irrelevant_middle",
         "middle_variance",
         "middle_variance_raw",
+        "first_stage_tau",
     ]
     print(format_table([asdict(r) for r in reports], columns))
     print(f"wrote {out / 'middle_zone.json'} and {out / 'score_by_position.png'}")

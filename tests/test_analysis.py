@@ -31,6 +31,8 @@ def test_selectivity_gap_by_hand(tmp_path):
     assert report.selectivity_gap == pytest.approx(0.0)
     assert report.middle_variance_raw == pytest.approx(float(__import__("numpy").var([0.9, 0.2, 0.8, 0.3])))
     assert len(report.by_position_relevant) == 8
+    # pairs kept in first-stage order, by hand: 0.9 beats the 5 after it, 0.8 the 3 after it -> 8 of 28
+    assert report.first_stage_tau == pytest.approx((8 - 20) / 28)
     plot_positions([report, report], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 0
 
