@@ -63,11 +63,18 @@ evaluate headrank-full-depth dl19 --method headrank --artifact "$OUT/headrank/ar
 evaluate selection-only dl21 --method selected "${selected[@]}"
 evaluate headrank dl21 --method headrank --artifact "$OUT/headrank/artifact"
 evaluate headrank-2ep dl21 --method headrank --artifact "$OUT/headrank-2ep/artifact"
-.venv/bin/python -c "import json,sys; print(*json.load(open(sys.argv[1]))['data']['qids'])" \
-  "$OUT/headrank/artifact/headrank.json" > "$OUT/headrank/trained-qids.txt"
+.venv/bin/python - "$OUT/headrank/artifact/headrank.json" "$DATA/dl21/qrels.tsv" "$OUT/headrank" <<'PY'
+import json, sys
+trained = set(json.load(open(sys.argv[1]))["data"]["qids"])
+judged = {line.split("\t")[0] for line in open(sys.argv[2]).read().splitlines()[1:]}
+open(f"{sys.argv[3]}/trained-qids.txt", "w").write(" ".join(sorted(trained)))
+open(f"{sys.argv[3]}/heldout-qids.txt", "w").write(" ".join(sorted(judged - trained)))
+PY
 $hr compare "$OUT/selection-only/dl21" "$OUT/headrank/dl21" "$OUT/headrank-2ep/dl21" --data-dir "$DATA" --dataset dl21
-$hr compare "$OUT/selection-only/dl21" "$OUT/headrank/dl21" --data-dir "$DATA" --dataset dl21 \
-  --qids "$OUT/headrank/trained-qids.txt"
+for part in trained heldout; do
+  $hr compare "$OUT/selection-only/dl21" "$OUT/headrank/dl21" --data-dir "$DATA" --dataset dl21 \
+    --qids "$OUT/headrank/$part-qids.txt"
+done
 
 $hr analyze $(at dl19 selection-only qrhead "${trained[@]}") --data-dir "$DATA" --dataset dl19 --out "$OUT/middle-zone"
 .venv/bin/python benchmarks/results_table.py "$OUT"/*/*/metrics.json | tee "$OUT/table.md"
