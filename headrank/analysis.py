@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from headrank.alignment import middle_zone
 from headrank.data import DataError, Qrels
+from headrank.evaluate import middle_zone
 from headrank.prompt import input_order
 
 

@@ -43,6 +43,7 @@ def save_artifact(folder: str | Path, ranker: HeadRanker, peft_model, training: 
         "template": asdict(ranker.config.template),
         "scoring": asdict(ranker.config.scoring),
         "order": ranker.config.order,
+        "adapters": training.get("adapters", "query"),
         "training": training,
         "data": data,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -86,6 +87,9 @@ def load_artifact(
     if ranker.heads.depth != manifest["depth"]:
         raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
     adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
-    ranker.prefix_context = adapter.disable_adapter  # passages are encoded by the frozen base (see alignment)
+    if manifest.get("adapters", "query") == "all":  # every token: fold the adapters into the weights, free at inference
+        ranker.backbone.model = adapter.merge_and_unload()
+    else:  # query span only: the passages are encoded by the frozen base (see headrank.training)
+        ranker.prefix_context = adapter.disable_adapter
     ranker.artifact = manifest
     return ranker

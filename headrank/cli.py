@@ -135,36 +135,84 @@ def cmd_select_heads(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from headrank.alignment import TrainConfig, train_artifact
     from headrank.data import default_data_dir
+    from headrank.training import TrainConfig, train_artifact
 
     if args.heads == "all":
         raise ValueError("train needs --heads: a head-set file from `headrank select-heads`")
-    config = TrainConfig(
-        beta=args.beta,
-        gamma=args.gamma,
-        eta=args.eta,
-        tau=args.tau,
-        lr=args.lr,
-        epochs=args.epochs,
-        list_size=args.list_size,
-        max_pairs=args.max_pairs,
-        pairs=args.pairs,
-        lora_rank=args.lora_rank,
-        lora_alpha=2 * args.lora_rank,
-        seed=args.seed,
-    )
+    fields = {name: getattr(args, _train_dest(name)) for name in _TRAIN_FIELDS}
+    config = TrainConfig(**fields, lora_alpha=2 * args.lora_rank, standardise=not args.raw_scores)
     folder = train_artifact(
         _ranker(args),
         config,
         default_data_dir(args.data_dir),
-        args.dataset,
+        args.dataset or ["dl21"],
         Path(args.out),
         limit=args.limit,
         resume=args.resume,
         progress=not args.quiet,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
     print(f"wrote the trained ranker to {folder} (load it with HeadRanker.from_pretrained('{folder}'))")
+    print(f"learning curves: {folder / 'learning_curves.png'}")
+
+
+_TRAIN_FIELDS = {
+    "loss": "dpo: the paper's pair loss on ALPS pairs; listwise: cross-entropy against graded gains",
+    "beta": "preference sharpness, in units of the list's reference score spread",
+    "gamma": "entropy weight",
+    "eta": "middle-zone variance weight",
+    "tau": "softmax temperature of the entropy term",
+    "lr": "peak learning rate",
+    "warmup": "share of steps with a linear warm-up (then linear decay to 0)",
+    "epochs": "passes over the training lists",
+    "lists_per_step": "lists accumulated into one optimizer step",
+    "list_size": "candidates per training list",
+    "max_pairs": "preference pairs per list",
+    "pairs": "ALPS or the random-pair ablation",
+    "adapters": "query: LoRA on the query span (prefix cached); all: on every token, passages too",
+    "order": "input order while training: random shuffles, or the ranker's inference order",
+    "shuffles": "distinct shuffles per list for --order random",
+    "lora_rank": "LoRA rank (alpha = 2 x rank)",
+    "eval_every": "optimizer steps between learning-curve points (and checkpoints)",
+    "train_sample": "training lists scored for the training curve",
+    "validation": "share of each dataset's queries held out for validation",
+    "cache_dtype": "dtype of the cached frozen prefixes",
+    "seed": "seed of the split, orders and pair sampling",
+}
+
+
+def _train_dest(name: str) -> str:
+    """`order` is the model's inference order already: the training order is --train-order."""
+    return "train_order" if name == "order" else name
+
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field: its type, default and choices come from there."""
+    from dataclasses import fields
+
+    from headrank.training import config as training_config
+
+    defaults = training_config.TrainConfig()
+    choices = {
+        "loss": training_config.LOSSES,
+        "pairs": training_config.PAIR_MODES,
+        "adapters": training_config.ADAPTER_MODES,
+        "order": training_config.TRAIN_ORDERS,
+        "cache_dtype": training_config.CACHE_DTYPES,
+    }
+    kinds = {f.name: type(getattr(defaults, f.name)) for f in fields(defaults)}
+    for name, help_text in _TRAIN_FIELDS.items():
+        dest = _train_dest(name)
+        flag = f"--{dest.replace('_', '-')}"
+        p.add_argument(
+            flag,
+            dest=dest,
+            type=kinds[name],
+            default=getattr(defaults, name),
+            choices=choices.get(name),
+            help=help_text,
+        )
 
 
 def cmd_retrieve(args) -> None:
@@ -360,33 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_select_heads)
 
-    from headrank.alignment import TrainConfig
-
-    defaults = TrainConfig()
     p = sub.add_parser("train", help="preference-align the selected heads (LoRA) and write a trained artifact")
     _model_options(p)
     p.add_argument("--data-dir")
     p.add_argument("--dataset", action="append", default=None, help="training dataset(s), repeatable (default dl21)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N usable lists of each dataset")
+    p.add_argument("--limit", type=int, default=None, help="only the first N judged queries of each dataset")
     p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
-    for name, help_text in (
-        ("beta", "preference sharpness"),
-        ("gamma", "entropy weight"),
-        ("eta", "middle-zone variance weight"),
-        ("tau", "softmax temperature of the entropy term"),
-        ("lr", "learning rate"),
-    ):
-        p.add_argument(f"--{name}", type=float, default=getattr(defaults, name), help=help_text)
-    for name, help_text in (
-        ("epochs", "passes over the training lists"),
-        ("list_size", "candidates per training list"),
-        ("max_pairs", "preference pairs per list"),
-        ("lora_rank", "LoRA rank (alpha = 2 x rank)"),
-        ("seed", "seed of orders and pair sampling"),
-    ):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name), help=help_text)
-    p.add_argument("--pairs", default="alps", choices=["alps", "random"], help="ALPS or the random-pair ablation")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/checkpoints")
+    p.add_argument("--cache-dir", help="keep the frozen prefixes here (shared by runs on the same base and depth)")
+    _train_options(p)
+    p.add_argument("--raw-scores", action="store_true", help="beta and margins in raw score units (not standardised)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

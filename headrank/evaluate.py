@@ -1,4 +1,5 @@
-"""Metrics through ir-measures, and the cost of a run: seconds per query and peak resident memory."""
+"""Metrics through ir-measures, list metrics on score arrays (for selection and training curves), the middle
+zone, and the cost of a run: seconds per query and peak resident memory."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from headrank.data import Qrels, Run
 
@@ -36,6 +39,32 @@ def per_query(run: Run, qrels: Qrels, measure: str = "nDCG@10") -> dict[str, flo
     m = ir_measures.parse_measure(measure)
     judged = {q: docs for q, docs in qrels.items() if q in run}
     return {r.query_id: float(r.value) for r in ir_measures.iter_calc([m], judged, {q: run[q] for q in judged})}
+
+
+def ndcg_at(scores: np.ndarray, grades: np.ndarray, ideal: Sequence[int], k: int = 10) -> np.ndarray:
+    """trec_eval's nDCG@k (linear gains) of every row of `scores` [heads, docs]; `ideal` = all judged grades."""
+    top = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (grades[top] * discounts[: top.shape[-1]]).sum(-1)
+    best = np.sort(np.asarray([g for g in ideal if g > 0], dtype=float))[::-1][:k]
+    idcg = (best * discounts[: len(best)]).sum()
+    return dcg / idcg if idcg > 0 else np.zeros(dcg.shape)
+
+
+def adjacent_pair_accuracy(scores: np.ndarray, grades: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per row, the share of pairs whose grades differ by exactly one that the scores order right."""
+    diff = grades[:, None] - grades[None, :]
+    plus, minus = np.nonzero(diff == 1)
+    if len(plus) == 0:
+        return np.zeros(scores.shape[0]), 0
+    return (scores[:, plus] > scores[:, minus]).mean(-1), len(plus)
+
+
+def middle_zone(n: int) -> np.ndarray:
+    """Input positions in the middle half of a list of n (where attention homogenises: DESIGN.md)."""
+    zone = np.zeros(n, dtype=bool)
+    zone[n // 4 : n - n // 4] = True
+    return zone
 
 
 def peak_rss_mb() -> float:

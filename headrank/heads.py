@@ -13,20 +13,11 @@ import torch
 from tqdm.auto import tqdm
 
 from headrank.data import CandidateList, Qrels
+from headrank.evaluate import adjacent_pair_accuracy, ndcg_at
 from headrank.headset import HeadSet
 from headrank.prompt import input_order
 from headrank.ranker import HeadRanker, document_text
 from headrank.scoring import ScoringConfig, query_attention, score_list
-
-
-def ndcg_at(scores: np.ndarray, grades: np.ndarray, ideal: Sequence[int], k: int = 10) -> np.ndarray:
-    """trec_eval's nDCG@k (linear gains) of every row of `scores` [heads, docs]; `ideal` = all judged grades."""
-    top = np.argsort(-scores, axis=-1, kind="stable")[..., :k]
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (grades[top] * discounts[: top.shape[-1]]).sum(-1)
-    best = np.sort(np.asarray([g for g in ideal if g > 0], dtype=float))[::-1][:k]
-    idcg = (best * discounts[: len(best)]).sum()
-    return dcg / idcg if idcg > 0 else np.zeros(dcg.shape)
 
 
 def normalized_entropy(p: np.ndarray) -> np.ndarray:
@@ -39,15 +30,6 @@ def normalized_entropy(p: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(p > 0, p * np.log(p), 0.0).sum(-1)
     return h / np.log(n)
-
-
-def adjacent_pair_accuracy(scores: np.ndarray, grades: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per row, the share of pairs whose grades differ by exactly one that the scores order right."""
-    diff = grades[:, None] - grades[None, :]
-    plus, minus = np.nonzero(diff == 1)
-    if len(plus) == 0:
-        return np.zeros(scores.shape[0]), 0
-    return (scores[:, plus] > scores[:, minus]).mean(-1), len(plus)
 
 
 @dataclass

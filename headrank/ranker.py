@@ -12,8 +12,8 @@ from tqdm.auto import tqdm
 
 from headrank.backbone import Backbone, load_backbone, truncate_depth
 from headrank.headset import HeadSet
-from headrank.prompt import ORDERS, PromptBuilder, PromptTemplate, input_order, passage_text
-from headrank.scoring import ListScores, ScoringConfig, query_attention, score_list
+from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order, passage_text
+from headrank.scoring import ListScores, PrefixCache, ScoringConfig, encode_prefix, query_attention, score_list
 
 Document = str | Mapping[str, str]
 
@@ -135,30 +135,46 @@ class HeadRanker:
         """Layers one forward pass runs (the depth after truncation)."""
         return len(self.model.model.layers)
 
-    def score_lists(self, query: str, documents: Sequence[Document]) -> list[tuple[list[int], ListScores]]:
-        """Score each forward pass of this list: (document indices by input position, scores)."""
+    def prompts(
+        self, query: str, documents: Sequence[Document], order: str | None = None, seed: int | None = None
+    ) -> list[ListwisePrompt]:
+        """The prompts of one list as inference builds them: passages in `order` (default: the ranker's),
+        split into the balanced windows that fit `max_length`. Selection and training use these too."""
         query = _check_query(query)
         texts = [document_text(d, i) for i, d in enumerate(documents)]
-        return list(self._iter_lists(query, texts))
+        if not texts:
+            return []
+        passage_ids = self.builder.encode_passages(texts)
+        positions = input_order(len(texts), order or self.config.order, self.config.seed if seed is None else seed)
+        return [
+            self.builder.build(query, passage_ids, window)
+            for window in self.builder.windows(query, passage_ids, positions, self.max_length)
+        ]
+
+    def encode(self, prompt: ListwisePrompt) -> PrefixCache:
+        """The pass over a prompt's passages (under `prefix_context`): reusable by `prompt_scores` as long as
+        the passages are encoded by weights that do not change (the frozen base of query-span adapters)."""
+        return encode_prefix(self.model, prompt, self.prefix_context)
+
+    def prompt_scores(self, prompt: ListwisePrompt, prefix: PrefixCache | None = None) -> ListScores:
+        """Scores of one prompt by input position; differentiable when grad is enabled (training)."""
+        calibrate = self.config.scoring.calibrate
+        attention = query_attention(self.model, prompt, self.heads, calibrate, self.prefix_context, prefix)
+        return score_list(attention, prompt, self.heads, self.config.scoring)
+
+    def score_lists(self, query: str, documents: Sequence[Document]) -> list[tuple[list[int], ListScores]]:
+        """Score each forward pass of this list: (document indices by input position, scores)."""
+        return list(self.iter_lists(query, documents))
 
     def iter_lists(self, query: str, documents: Sequence[Document]) -> Iterator[tuple[list[int], ListScores]]:
         """`score_lists` one forward pass per step (input checked at once), so a server can interleave
         the passes of a long list with those of short ones."""
-        query = _check_query(query)
-        return self._iter_lists(query, [document_text(d, i) for i, d in enumerate(documents)])
+        return self._iter_prompts(self.prompts(query, documents))
 
     @torch.inference_mode()
-    def _iter_lists(self, query: str, texts: list[str]) -> Iterator[tuple[list[int], ListScores]]:
-        if not texts:
-            return
-        passage_ids = self.builder.encode_passages(texts)
-        order = input_order(len(texts), self.config.order, self.config.seed)
-        for window in self.builder.windows(query, passage_ids, order, self.max_length):
-            prompt = self.builder.build(query, passage_ids, window)
-            attention = query_attention(
-                self.model, prompt, self.heads, self.config.scoring.calibrate, self.prefix_context
-            )
-            yield window, score_list(attention, prompt, self.heads, self.config.scoring)
+    def _iter_prompts(self, prompts: list[ListwisePrompt]) -> Iterator[tuple[list[int], ListScores]]:
+        for prompt in prompts:
+            yield prompt.order, self.prompt_scores(prompt)
 
     def head_table(self, count: int, lists: Iterable[tuple[list[int], ListScores]]) -> torch.Tensor:
         """[heads, documents] in the caller's document order from the scored passes of a list of `count`."""

@@ -1,0 +1,39 @@
+"""One row per trained artifact under a folder: validation nDCG@10 untrained and at the best checkpoint,
+training-sample nDCG@10, steps and seconds. The configuration to carry forward is read off this table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from headrank.evaluate import format_table
+
+
+def rows(folder: Path) -> list[dict]:
+    out = []
+    for manifest_path in sorted(folder.glob("*/headrank.json")):
+        training = json.loads(manifest_path.read_text())["training"]
+        history = json.loads((manifest_path.parent / "history.json").read_text())
+        last = history["evals"][-1]
+        out.append(
+            {
+                "run": manifest_path.parent.name,
+                "val ndcg step0": training["validation_step0"]["ndcg@10"],
+                "val ndcg best": training["validation_best"]["ndcg@10"],
+                "val ndcg last": last["validation"]["ndcg@10"],
+                "best step": training["best_step"],
+                "steps": training["steps"],
+                "train ndcg step0": history["evals"][0]["train"]["ndcg@10"],
+                "train ndcg last": last["train"]["ndcg@10"],
+                "val pairs step0": training["validation_step0"]["pair_accuracy"],
+                "val pairs best": training["validation_best"]["pair_accuracy"],
+                "s/step": training["seconds_per_step"],
+            }
+        )
+    return out
+
+
+if __name__ == "__main__":
+    table = rows(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/grid"))
+    print(format_table(table, list(table[0]) if table else ["run"]))

@@ -1,0 +1,81 @@
+"""Every knob of a training run in one frozen record, written into the artifact as it was used."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PAIR_MODES = ("alps", "random")
+LOSSES = ("dpo", "listwise")
+ADAPTER_MODES = ("query", "all")
+TRAIN_ORDERS = ("random", "inference")
+CACHE_DTYPES = ("float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    loss: str = "dpo"
+    """dpo: the paper's preference loss on ALPS pairs; listwise: softmax cross-entropy against graded gains."""
+    beta: float = 1.0
+    """sharpness of the preference loss, in units of the list's reference score spread (`standardise`)."""
+    standardise: bool = True
+    """divide score differences by the std of the frozen model's scores over the list, so beta = 1 is not flat
+    (calibrated scores of middle passages differ by ~0.05)."""
+    gamma: float = 0.05
+    """weight of the normalised entropy of softmax(s / tau) (sharpens the score distribution)."""
+    eta: float = 0.05
+    """weight of the variance of middle-zone scores (spreads them)."""
+    tau: float = 1.0
+    lr: float = 2e-4
+    epochs: int = 2
+    lists_per_step: int = 1
+    """lists whose gradients are accumulated into one optimizer step."""
+    warmup: float = 0.1
+    """share of the optimizer steps with a linear warm-up; the rate then decays linearly to zero."""
+    list_size: int = 20
+    max_pairs: int = 32
+    margin: float = 0.1
+    """a pair is hard when s(d+) - s(d-) (standardised when `standardise`) is below this."""
+    middle_boost: float = 2.0
+    """sampling weight of pairs with a passage in the middle half of the input."""
+    pairs: str = "alps"
+    adapters: str = "query"
+    """query: LoRA acts on the query span only (passages encoded by the frozen base, prefix cached);
+    all: on every token (gradient through the passage pass; merged into the weights at inference)."""
+    order: str = "random"
+    """input order while training: random (one seeded shuffle per list and `shuffles` variant) or inference
+    (the ranker's own order, reverse first stage by default, where position carries the first stage's prior)."""
+    shuffles: int = 2
+    """distinct shuffles per list for order=random, cycled by epoch (each is encoded once and cached)."""
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    grad_clip: float = 1.0
+    eval_every: int = 10
+    """optimizer steps between two evaluations of the learning curves (and checkpoints)."""
+    train_sample: int = 24
+    """training lists evaluated for the training curve (a fixed seeded sample)."""
+    validation: float = 0.2
+    """share of each dataset's queries held out for validation (by query, seeded)."""
+    cache_dtype: str = "float16"
+    """dtype in which frozen prefix keys/values are kept between steps."""
+    seed: int = 0
+
+    def __post_init__(self):
+        for name, allowed in (
+            ("pairs", PAIR_MODES),
+            ("loss", LOSSES),
+            ("adapters", ADAPTER_MODES),
+            ("order", TRAIN_ORDERS),
+            ("cache_dtype", CACHE_DTYPES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        for name in ("beta", "lr", "tau"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.epochs < 1 or self.list_size < 2 or self.max_pairs < 1 or self.lists_per_step < 1:
+            raise ValueError("epochs >= 1, list_size >= 2, max_pairs >= 1 and lists_per_step >= 1 are needed")
+        if not 0 <= self.warmup < 1 or not 0 < self.validation < 1:
+            raise ValueError("warmup must be in [0, 1) and validation in (0, 1)")
+        if self.eval_every < 1 or self.shuffles < 1 or self.train_sample < 1:
+            raise ValueError("eval_every, shuffles and train_sample must be at least 1")

@@ -1,0 +1,80 @@
+"""Learning curves that cannot flatter: nDCG@10 and the accuracy over all adjacent-grade pairs of fixed lists,
+scored in the inference order with the inference scoring, and their plot against optimizer steps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from headrank.evaluate import ndcg_at
+from headrank.ranker import HeadRanker
+from headrank.scoring import PrefixCache
+from headrank.training.lists import TrainingList
+
+
+def list_scores(
+    ranker: HeadRanker, item: TrainingList, prefix_for: Callable[[object], PrefixCache | None] | None = None
+) -> np.ndarray:
+    """The ranker's score of each text of a list (first-stage order), as inference computes it."""
+    scores = np.zeros(len(item.texts))
+    with torch.no_grad():
+        for prompt in ranker.prompts(item.query, item.texts):
+            prefix = prefix_for(prompt) if prefix_for else None
+            scores[prompt.order] = ranker.prompt_scores(prompt, prefix).scores.float().cpu().numpy()
+    return scores
+
+
+def curve_point(
+    ranker: HeadRanker, items: Sequence[TrainingList], prefix_for: Callable[[object], PrefixCache | None] | None = None
+) -> dict:
+    """Mean nDCG@10 over the lists and the share of all their adjacent-grade pairs ordered right."""
+    ndcgs, right, pairs = [], 0, 0
+    for item in items:
+        scores = list_scores(ranker, item, prefix_for)
+        ndcgs.append(float(ndcg_at(scores[None], item.grades, item.ideal)[0]))
+        plus, minus = np.nonzero(item.grades[:, None] - item.grades[None, :] == 1)
+        right += int((scores[plus] > scores[minus]).sum())
+        pairs += len(plus)
+    return {"ndcg@10": float(np.mean(ndcgs)) if ndcgs else None, "pair_accuracy": right / pairs if pairs else None}
+
+
+def plot_curves(history: dict, path: Path, title: str = "") -> None:
+    """Train-sample vs validation nDCG@10 and pair accuracy against steps, beside the training loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    steps = history.get("steps", [])
+    if steps:
+        x = [h["step"] for h in steps]
+        loss = np.asarray([h["loss"] for h in steps])
+        axes[0].plot(x, loss, alpha=0.35, label="per step")
+        window = max(1, min(20, len(loss) // 5))
+        if len(loss) >= window > 1:
+            axes[0].plot(
+                x[window - 1 :], np.convolve(loss, np.ones(window) / window, "valid"), label=f"mean of {window}"
+            )
+        axes[0].legend()
+    axes[0].set_title("training loss")
+    for ax, key in zip(axes[1:], ("ndcg@10", "pair_accuracy")):
+        for split in ("train", "validation"):
+            points = [(e["step"], e[split][key]) for e in history.get("evals", []) if e[split].get(key) is not None]
+            if points:
+                ax.plot(*zip(*points), marker="o", markersize=3, label=split)
+        best = history.get("best_step")
+        if best is not None:
+            ax.axvline(best, color="grey", linestyle=":", label=f"best validation (step {best})")
+        ax.set_title(key + " (inference order)")
+        ax.legend()
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

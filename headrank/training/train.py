@@ -1,0 +1,68 @@
+"""`headrank train` end to end: split the labelled queries, fit, keep the best validation adapter, write the
+artifact with its history and learning curves."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from headrank.ranker import HeadRanker
+from headrank.training.config import TrainConfig
+from headrank.training.curves import plot_curves
+from headrank.training.lists import load_training_data
+from headrank.training.trainer import PreferenceTrainer
+
+
+def train_artifact(
+    ranker: HeadRanker,
+    config: TrainConfig,
+    data_dir: Path,
+    datasets: Sequence[str],
+    out: Path,
+    limit: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    cache_dir: Path | None = None,
+) -> Path:
+    """Train on the named datasets (split by query into train and validation) and write the artifact of the
+    best validation checkpoint, with history.json and learning_curves.png, to `out`."""
+    from headrank.artifact import save_artifact
+
+    out = Path(out)
+    data = load_training_data(datasets, data_dir, config.list_size, config.validation, config.seed, limit)
+    trainer = PreferenceTrainer(ranker, config, cache_dir)
+    if resume and not trainer.resume(out / "checkpoints"):
+        raise ValueError(f"--resume: no checkpoint under {out / 'checkpoints'}")
+    start = time.perf_counter()
+    history = trainer.fit(data.train, data.validation, out / "checkpoints", progress)
+    if trainer.best_state is not None:
+        trainer.load_adapter(trainer.best_state)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "history.json").write_text(json.dumps(history, indent=1) + "\n")
+    plot_curves(history, out / "learning_curves.png", _title(config, data.describe()))
+    best, first = trainer.best_point(), history["evals"][0]
+    step_seconds = [h["seconds"] for h in history["steps"]]
+    training = {
+        **asdict(config),
+        "steps": trainer.steps_done,
+        "best_step": history["best_step"],
+        "validation_step0": first["validation"],
+        "validation_best": best["validation"],
+        "train_sample_best": best["train"],
+        "seconds_per_step": float(np.mean(step_seconds)) if step_seconds else None,
+        "seconds_this_session": time.perf_counter() - start,
+        "prefix_passes": trainer.prefixes.computed if trainer.prefixes is not None else None,
+    }
+    return save_artifact(out, ranker, trainer.peft, training, data.describe())
+
+
+def _title(config: TrainConfig, data: dict) -> str:
+    return (
+        f"{'+'.join(data['datasets'])}: {data['lists']} train / {len(data['validation_qids'])} validation lists; "
+        f"loss {config.loss}, adapters {config.adapters}, order {config.order}, lr {config.lr}, beta {config.beta}"
+    )

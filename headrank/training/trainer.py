@@ -1,0 +1,259 @@
+"""The LoRA trainer: accumulated list gradients, warm-up and linear decay, learning-curve points every
+`eval_every` steps, the best-validation adapter kept, and a checkpoint that `resume` continues exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from headrank.prompt import ListwisePrompt
+from headrank.ranker import HeadRanker
+from headrank.training.config import TrainConfig
+from headrank.training.curves import curve_point
+from headrank.training.lists import TrainingList
+from headrank.training.losses import distribution_regularizer, listwise_loss, preference_loss, score_scale
+from headrank.training.pairs import sample_pairs, stable_seed
+from headrank.training.prefix_cache import PrefixStore, prefix_key
+
+
+class PreferenceTrainer:
+    """LoRA on the layers up to the truncation depth of `ranker`, trained on its selected heads' scores.
+
+    The frozen base (adapters disabled) is the reference model and, with query-span adapters, also encodes
+    the passages: their pass is computed once per (list, order) and reused (`PrefixStore`)."""
+
+    def __init__(self, ranker: HeadRanker, config: TrainConfig, cache_dir: Path | None = None):
+        from peft import LoraConfig, get_peft_model
+
+        self.ranker, self.config = ranker, config
+        torch.manual_seed(config.seed)
+        lora = LoraConfig(
+            r=config.lora_rank,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=list(config.lora_targets),
+            layers_to_transform=list(range(ranker.depth)),
+        )
+        self.peft = get_peft_model(ranker.model, lora)  # the LoRA layers are injected into ranker.model
+        self.prefixes: PrefixStore | None = None
+        if config.adapters == "query":
+            ranker.prefix_context = self.peft.disable_adapter
+            self.prefixes = PrefixStore(ranker, config.cache_dtype, cache_dir)
+        else:
+            ranker.prefix_context = None  # the passages pass through the adapters, with gradient
+        self.params = [p for p in self.peft.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=0.0)
+        self.references: dict[str, torch.Tensor] = {}
+        self.steps_done = 0
+        self.history: dict = {"steps": [], "evals": [], "best_step": None}
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # -- scoring --------------------------------------------------------------------------------------------
+    def prefix(self, prompt: ListwisePrompt):
+        return self.prefixes.get(prompt) if self.prefixes is not None else None
+
+    def reference(self, prompt: ListwisePrompt) -> torch.Tensor:
+        """The frozen base's scores of this prompt: they never change, so each is computed once."""
+        key = prefix_key(prompt) + ":" + ",".join(map(str, prompt.query_ids))
+        if key not in self.references:
+            with torch.no_grad(), self.peft.disable_adapter():
+                self.references[key] = self.ranker.prompt_scores(prompt, self.prefix(prompt)).scores.detach()
+        return self.references[key]
+
+    def prompts(self, item: TrainingList, epoch: int) -> list[ListwisePrompt]:
+        """Inference order, or one of `shuffles` seeded shuffles per list cycled by epoch (each cached once)."""
+        if self.config.order == "inference":
+            return self.ranker.prompts(item.query, item.texts)
+        variant = epoch % self.config.shuffles
+        return self.ranker.prompts(item.query, item.texts, "random", stable_seed(self.config.seed, variant, item.qid))
+
+    # -- one list -------------------------------------------------------------------------------------------
+    def list_loss(self, item: TrainingList, epoch: int, rng: random.Random) -> tuple[torch.Tensor, dict] | None:
+        """The loss of one list (mean over its windows), or None when no window has anything to teach."""
+        config = self.config
+        losses, right, pairs_seen = [], 0, 0
+        for prompt in self.prompts(item, epoch):
+            grades = item.grades[prompt.order]
+            s_ref = self.reference(prompt)
+            s_theta = self.ranker.prompt_scores(prompt, self.prefix(prompt)).scores
+            scale = score_scale(s_ref, config)
+            if config.loss == "dpo":
+                pairs = sample_pairs(grades, (s_theta.detach() / scale).numpy(), config, rng)
+                if not pairs:
+                    continue
+                main = preference_loss(s_theta, s_ref, pairs, config.beta, scale)
+                plus, minus = np.asarray(pairs).T
+            else:
+                if grades.max() <= 0:
+                    continue
+                main = listwise_loss(s_theta, grades, scale / config.beta)
+                plus, minus = np.nonzero(grades[:, None] - grades[None, :] == 1)
+            s = s_theta.detach().numpy()
+            right += int((s[plus] > s[minus]).sum())
+            pairs_seen += len(plus)
+            losses.append(main + distribution_regularizer(s_theta, config, scale))
+        if not losses:
+            return None
+        loss = torch.stack(losses).mean()
+        return loss, {"loss": loss.item(), "pair_accuracy": right / pairs_seen if pairs_seen else None}
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def steps_per_epoch(self, count: int) -> int:
+        return math.ceil(count / self.config.lists_per_step)
+
+    def batch(self, count: int, step: int) -> tuple[int, list[int]]:
+        """(epoch, list indices) of a global optimizer step: a seeded shuffle per epoch, cut into batches."""
+        epoch, index = divmod(step, self.steps_per_epoch(count))
+        order = list(range(count))
+        random.Random(stable_seed(self.config.seed, epoch)).shuffle(order)
+        size = self.config.lists_per_step
+        return epoch, order[index * size : (index + 1) * size]
+
+    def learning_rate(self, step: int, total: int) -> float:
+        warm = round(self.config.warmup * total)
+        if step < warm:
+            return self.config.lr * (step + 1) / warm
+        return self.config.lr * max(0.0, (total - step) / max(1, total - warm))
+
+    def evaluate(self, sample: Sequence[TrainingList], validation: Sequence[TrainingList]) -> dict:
+        """One learning-curve point; keeps the adapter of the best validation nDCG@10 (the first on ties)."""
+        start = time.perf_counter()
+        point = {
+            "step": self.steps_done,
+            "train": curve_point(self.ranker, sample, self.prefix),
+            "validation": curve_point(self.ranker, validation, self.prefix),
+        }
+        point["seconds"] = time.perf_counter() - start
+        self.history["evals"].append(point)
+        score = point["validation"]["ndcg@10"]
+        best = self.best_point()
+        if best is None or (score is not None and score > best["validation"]["ndcg@10"]):
+            self.history["best_step"] = self.steps_done
+            self.best_state = self.adapter_state()
+        return point
+
+    def best_point(self) -> dict | None:
+        return next((e for e in self.history["evals"] if e["step"] == self.history["best_step"]), None)
+
+    def train_sample(self, items: Sequence[TrainingList]) -> list[TrainingList]:
+        chosen = sorted(
+            random.Random(self.config.seed).sample(range(len(items)), min(len(items), self.config.train_sample))
+        )
+        return [items[i] for i in chosen]
+
+    def fit(
+        self,
+        items: Sequence[TrainingList],
+        validation: Sequence[TrainingList],
+        out: Path | None = None,
+        progress: bool = True,
+        stop_after: int | None = None,
+    ) -> dict:
+        """Run the remaining optimizer steps (at most `stop_after` now: a time-boxed session resumes later);
+        a learning-curve point and a checkpoint every `eval_every`."""
+        config = self.config
+        total = config.epochs * self.steps_per_epoch(len(items))
+        sample = self.train_sample(items)
+        if not self.history["evals"]:
+            self.evaluate(sample, validation)  # step 0: the untrained heads
+        end = total if stop_after is None else min(total, self.steps_done + stop_after)
+        bar = tqdm(range(self.steps_done, end), desc="train", unit="step", disable=not progress)
+        for step in bar:
+            start = time.perf_counter()
+            epoch, batch = self.batch(len(items), step)
+            rng = random.Random(stable_seed(config.seed, "step", step))
+            lr = self.learning_rate(step, total)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad()
+            records = []
+            for index in batch:
+                result = self.list_loss(items[index], epoch, rng)
+                if result is None:
+                    continue
+                loss, record = result
+                (loss / len(batch)).backward()
+                records.append(record)
+            if records:
+                torch.nn.utils.clip_grad_norm_(self.params, config.grad_clip)
+                self.optimizer.step()
+            self.steps_done = step + 1
+            accuracies = [r["pair_accuracy"] for r in records if r["pair_accuracy"] is not None]
+            self.history["steps"].append(
+                {
+                    "step": self.steps_done,
+                    "epoch": epoch + 1,
+                    "lr": lr,
+                    "loss": float(np.mean([r["loss"] for r in records])) if records else float("nan"),
+                    "pair_accuracy": float(np.mean(accuracies)) if accuracies else None,
+                    "lists": len(records),
+                    "seconds": time.perf_counter() - start,
+                }
+            )
+            if self.steps_done % config.eval_every == 0 or self.steps_done == total:
+                point = self.evaluate(sample, validation)
+                bar.set_postfix(val=f"{point['validation']['ndcg@10'] or 0:.4f}")
+                if out is not None:
+                    self.save_checkpoint(out)
+        return self.history
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(self.peft).items()}
+
+    def load_adapter(self, state: dict[str, torch.Tensor]) -> None:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.peft, state)
+
+    def save_checkpoint(self, out: Path) -> None:
+        """out/last: adapter, optimizer and history; out/best.safetensors: the best validation adapter."""
+        from safetensors.torch import save_file
+
+        folder = Path(out) / "last"
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(self.adapter_state(), folder / "adapter.safetensors")
+        if self.best_state is not None:
+            save_file(self.best_state, folder / "best.safetensors")
+        state = self.optimizer.state_dict()
+        tensors = {f"{i}.{k}": v.contiguous() for i, s in state["state"].items() for k, v in s.items()}
+        save_file(tensors, folder / "optimizer.safetensors")
+        meta = {
+            "steps_done": self.steps_done,
+            "history": self.history,
+            "config": asdict(self.config),
+            "param_groups": state["param_groups"],
+        }
+        (folder / "trainer_state.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+    def resume(self, out: Path) -> bool:
+        """Load the checkpoint under `out`; False when there is none."""
+        from safetensors.torch import load_file
+
+        folder = Path(out) / "last"
+        if not (folder / "trainer_state.json").is_file():
+            return False
+        meta = json.loads((folder / "trainer_state.json").read_text())
+        if meta["config"] != json.loads(json.dumps(asdict(self.config))):
+            raise ValueError(f"{folder} was written with another training configuration: start a new --out")
+        self.load_adapter(load_file(folder / "adapter.safetensors"))
+        if (folder / "best.safetensors").is_file():
+            self.best_state = load_file(folder / "best.safetensors")
+        state: dict[int, dict] = {}
+        for key, value in load_file(folder / "optimizer.safetensors").items():
+            index, name = key.split(".", 1)
+            state.setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        self.steps_done, self.history = meta["steps_done"], meta["history"]
+        return True

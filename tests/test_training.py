@@ -1,0 +1,323 @@
+"""Training: pairs, losses, the split, the prefix cache, adapter modes, the loop and its curves, resume, and
+trained artifacts."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from headrank.artifact import load_artifact, read_manifest
+from headrank.evaluate import middle_zone
+from headrank.headset import HeadSet
+from headrank.ranker import HeadRanker, RankerConfig
+from headrank.scoring import encode_prefix
+from headrank.testing import save_tiny, tiny_backbone
+from headrank.training import TrainConfig, train_artifact
+from headrank.training.curves import curve_point
+from headrank.training.lists import TrainingList, split_queries
+from headrank.training.losses import distribution_regularizer, listwise_loss, preference_loss
+from headrank.training.pairs import alps_pairs, random_pairs
+from headrank.training.trainer import PreferenceTrainer
+
+from .conftest import DOCS, FLEA_QUERY
+
+GRADES = np.array([0, 1, 2, 3, 0, 1, 2, 0, 3, 1, 0, 2], dtype=float)
+
+
+def test_alps_pairs_differ_by_exactly_one_grade():
+    config = TrainConfig(max_pairs=200)
+    scores = np.random.default_rng(0).normal(size=len(GRADES))
+    pairs = alps_pairs(GRADES, scores, config, random.Random(0))
+    assert pairs and all(GRADES[p] - GRADES[m] == 1 for p, m in pairs)
+    assert len(pairs) == int((GRADES[:, None] - GRADES[None, :] == 1).sum())  # all of them when k is large
+    assert alps_pairs(GRADES, scores, config, random.Random(3)) == alps_pairs(GRADES, scores, config, random.Random(3))
+    assert alps_pairs(np.array([0.0, 2.0, 0.0]), np.zeros(3), config, random.Random(0)) == []
+
+
+def test_alps_prefers_hard_pairs_and_the_middle():
+    config = TrainConfig(max_pairs=3, margin=0.1)
+    scores = GRADES.copy()  # every pair well ordered ...
+    scores[5] = -10.0  # ... except those with position 5 (grade 1) as d+
+    pairs = alps_pairs(GRADES, scores, config, random.Random(0))
+    assert all(p == 5 for p, _ in pairs)
+    zone = middle_zone(len(GRADES))
+    counts = {"middle": 0, "edge": 0}
+    easy = TrainConfig(max_pairs=1, margin=-100.0, middle_boost=5.0)
+    for seed in range(300):
+        ((p, m),) = alps_pairs(GRADES, GRADES, easy, random.Random(seed))
+        counts["middle" if zone[p] or zone[m] else "edge"] += 1
+    assert counts["middle"] > 2 * counts["edge"]
+
+
+def test_random_pairs_ablation_ignores_adjacency():
+    pairs = random_pairs(GRADES, TrainConfig(max_pairs=500), random.Random(0))
+    assert all(GRADES[p] > GRADES[m] for p, m in pairs)
+    assert any(GRADES[p] - GRADES[m] > 1 for p, m in pairs)
+
+
+def test_loss_and_regularizer_values():
+    s_ref = torch.zeros(4)
+    s = torch.tensor([2.0, 0.0, 0.0, 0.0])
+    assert float(preference_loss(s, s_ref, [(0, 1)], beta=1.0)) == pytest.approx(
+        float(-torch.log(torch.sigmoid(torch.tensor(2.0))))
+    )
+    assert float(preference_loss(s, s_ref, [(1, 0)], beta=0.5)) == pytest.approx(
+        float(-torch.log(torch.sigmoid(torch.tensor(-1.0))))
+    )
+    flat = distribution_regularizer(torch.zeros(8), TrainConfig(gamma=1.0, eta=1.0))
+    assert float(flat) == pytest.approx(1.0)  # uniform: normalised entropy 1, no variance
+    spread = torch.tensor([0.0, 0.0, -3.0, 3.0, -3.0, 3.0, 0.0, 0.0])
+    assert float(distribution_regularizer(spread, TrainConfig(gamma=0.0, eta=1.0))) == pytest.approx(
+        -float(spread[2:6].var())
+    )
+
+
+def test_listwise_loss_equals_its_value_by_hand():
+    s = torch.tensor([1.0, 0.0, 2.0, -1.0])
+    grades = np.array([1.0, 0.0, 2.0, 0.0])  # gains 1, 0, 3, 0 -> target 1/4, 0, 3/4, 0
+    log_z = np.log(np.exp(1.0) + 1.0 + np.exp(2.0) + np.exp(-1.0))
+    by_hand = -(0.25 * (1.0 - log_z) + 0.75 * (2.0 - log_z))
+    assert float(listwise_loss(s, grades)) == pytest.approx(by_hand, rel=1e-6)
+    assert float(listwise_loss(2 * s, grades, scale=2.0)) == pytest.approx(by_hand, rel=1e-6)
+    with pytest.raises(ValueError, match="relevant"):
+        listwise_loss(s, np.zeros(4))
+
+
+def test_preference_loss_is_measured_in_units_of_the_scale():
+    s_ref, s = torch.zeros(2), torch.tensor([0.05, 0.0])
+    flat = float(preference_loss(s, s_ref, [(0, 1)], beta=1.0))
+    scaled = float(preference_loss(s, s_ref, [(0, 1)], beta=1.0, scale=0.05))
+    assert flat == pytest.approx(-np.log(1 / (1 + np.exp(-0.05))))  # nearly log 2: no signal
+    assert scaled == pytest.approx(-np.log(1 / (1 + np.exp(-1.0))))
+
+
+def test_validation_split_is_reproducible_disjoint_and_by_query():
+    qids = [f"q{i}" for i in range(51)]
+    train, held = split_queries(qids, 0.2, seed=0)
+    assert split_queries(qids, 0.2, seed=0) == (train, held)
+    assert not set(train) & set(held) and set(train) | set(held) == set(qids)
+    assert len(held) == 10
+    assert split_queries(qids, 0.2, seed=1)[1] != held
+    assert split_queries(["a", "b"], 0.2) in ((["a"], ["b"]), (["b"], ["a"]))
+    with pytest.raises(ValueError, match="twice"):
+        split_queries(["a", "a"], 0.2)
+
+
+def _ranker(order: str = "forward"):
+    return HeadRanker(tiny_backbone(), RankerConfig(heads=HeadSet.of([(0, 1), (1, 0), (2, 3)]), order=order))
+
+
+def _item():
+    return TrainingList("q1", FLEA_QUERY, DOCS, np.array([0.0, 1.0, 3.0, 2.0, 1.0]), [3, 2, 1, 1])
+
+
+def _items():
+    return [_item(), TrainingList("q2", "what is wifi", DOCS, np.array([2.0, 0.0, 0.0, 0.0, 3.0]), [3, 2])]
+
+
+def _loss_and_grads(trainer: PreferenceTrainer, item: TrainingList):
+    trainer.optimizer.zero_grad()
+    loss, _ = trainer.list_loss(item, 0, random.Random(0))
+    loss.backward()
+    # the last layer's o_proj and v_proj feed nothing that is scored (early exit): they get no gradient
+    return loss.item(), [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in trainer.params]
+
+
+def test_prefix_cache_gives_the_same_loss_and_gradients_as_recomputing():
+    for loss_name in ("dpo", "listwise"):
+        config = TrainConfig(loss=loss_name, cache_dtype="float32", order="inference")
+        cached = PreferenceTrainer(_ranker(), config)
+        loss_a, grads_a = _loss_and_grads(cached, _item())
+        assert cached.prefixes.computed == 1
+        _loss_and_grads(cached, _item())
+        assert cached.prefixes.computed == 1  # the second step reuses the prefix
+        recomputed = PreferenceTrainer(_ranker(), config)
+        recomputed.prefixes = None  # every step runs the passage pass again
+        loss_b, grads_b = _loss_and_grads(recomputed, _item())
+        assert loss_a == pytest.approx(loss_b, abs=1e-6)
+        assert any(bool(g.abs().sum() > 0) for g in grads_a)
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads_a, grads_b))
+
+
+def test_half_precision_prefix_keeps_scores_within_tolerance(tmp_path):
+    exact = PreferenceTrainer(_ranker(), TrainConfig(cache_dtype="float32"))
+    half = PreferenceTrainer(_ranker(), TrainConfig(cache_dtype="float16"), cache_dir=tmp_path)
+    prompt = exact.ranker.prompts(FLEA_QUERY, DOCS)[0]
+    with torch.no_grad():
+        a = exact.ranker.prompt_scores(prompt, exact.prefix(prompt)).scores
+        b = half.ranker.prompt_scores(prompt, half.prefix(prompt)).scores
+    assert float((a - b).abs().max()) < 1e-2 * float(a.std())
+    assert len(list(tmp_path.rglob("*.safetensors"))) == 1  # kept on disk, named by its tokens
+    again = PreferenceTrainer(_ranker(), TrainConfig(cache_dtype="float16"), cache_dir=tmp_path)
+    again.prefix(prompt)
+    assert again.prefixes.computed == 0
+
+
+def _train_a_little(adapters: str) -> tuple[PreferenceTrainer, object]:
+    trainer = PreferenceTrainer(_ranker(), TrainConfig(adapters=adapters, lr=5e-2, gamma=0.0, eta=0.0))
+    for step in range(3):
+        trainer.optimizer.zero_grad()
+        loss, _ = trainer.list_loss(_item(), 0, random.Random(step))
+        loss.backward()
+        trainer.optimizer.step()
+    return trainer, trainer.ranker.prompts(FLEA_QUERY, DOCS)[0]
+
+
+def test_query_adapters_leave_the_passages_and_all_token_adapters_change_them():
+    base = _ranker()
+    query, prompt = _train_a_little("query")
+    everywhere, _ = _train_a_little("all")
+    with torch.no_grad():
+        reference = encode_prefix(base.model, prompt)
+        by_query = query.ranker.encode(prompt)
+        by_all = everywhere.ranker.encode(prompt)
+    same = [torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(by_query, reference)]
+    assert all(same)
+    assert not torch.allclose(by_all[-1][0], reference[-1][0], atol=1e-4)
+    assert everywhere.prefixes is None and everywhere.ranker.prefix_context is None
+
+
+def test_one_step_lowers_the_loss_and_changes_only_adapters():
+    trainer = PreferenceTrainer(_ranker(), TrainConfig(lr=5e-3, gamma=0.0, eta=0.0, max_pairs=50))
+    frozen = {k: v.clone() for k, v in trainer.peft.named_parameters() if "lora_" not in k}
+    adapters = {k: v.clone() for k, v in trainer.peft.named_parameters() if "lora_" in k}
+    assert adapters and all(not v.requires_grad for k, v in trainer.peft.named_parameters() if "lora_" not in k)
+    (prompt,) = trainer.prompts(_item(), epoch=0)
+    grades = _item().grades[prompt.order]
+    pairs = [(int(p), int(m)) for p, m in zip(*np.nonzero(grades[:, None] - grades[None, :] == 1))]
+
+    def loss() -> float:
+        with torch.no_grad():
+            s_theta = trainer.ranker.prompt_scores(prompt, trainer.prefix(prompt)).scores
+            return float(preference_loss(s_theta, trainer.reference(prompt), pairs, 1.0))
+
+    before = loss()
+    for step in range(3):
+        trainer.optimizer.zero_grad()
+        trainer.list_loss(_item(), 0, random.Random(step))[0].backward()
+        trainer.optimizer.step()
+    assert loss() < before - 1e-4
+    after = dict(trainer.peft.named_parameters())
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())
+    assert any(not torch.equal(after[k], v) for k, v in adapters.items())
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    trainer = PreferenceTrainer(_ranker(), TrainConfig(lr=1.0, warmup=0.2))
+    rates = [trainer.learning_rate(step, 10) for step in range(10)]
+    assert rates[:2] == pytest.approx([0.5, 1.0]) and rates[2] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(rates[2:], rates[3:])) and rates[-1] == pytest.approx(0.125)
+
+
+def test_accumulated_steps_and_curves_are_recorded(tmp_path):
+    config = TrainConfig(epochs=2, lists_per_step=2, eval_every=1, lr=1e-3)
+    trainer = PreferenceTrainer(_ranker(), config)
+    history = trainer.fit(_items(), [_item()], tmp_path, progress=False)
+    assert [h["step"] for h in history["steps"]] == [1, 2] and all(h["lists"] == 2 for h in history["steps"])
+    assert [e["step"] for e in history["evals"]] == [0, 1, 2]
+    point = history["evals"][0]["validation"]
+    assert point == pytest.approx(curve_point(_ranker(), [_item()]))  # step 0 is the untrained ranker
+    assert 0 <= point["pair_accuracy"] <= 1 and 0 <= point["ndcg@10"] <= 1
+    assert history["best_step"] in (0, 1, 2)
+
+
+def test_training_raises_validation_pair_accuracy_on_a_planted_signal():
+    """Relevant passages hold the word "goldfish" whatever the query: a rule the untrained heads do not know
+    and the adapters can learn on training queries, measured on validation queries never trained on."""
+    words = ["wifi", "bluetooth", "fleas", "host", "range", "tank", "states", "war", "year", "life", "cycle", "power"]
+    rng = random.Random(0)
+
+    def make(qid: str) -> TrainingList:
+        texts, grades = [], []
+        for i in range(8):
+            body = " ".join(rng.choice(words) for _ in range(6))
+            relevant = i % 3 == 1
+            texts.append(f"{body} goldfish {body}" if relevant else f"{body} {body} {rng.choice(words)}")
+            grades.append(1.0 if relevant else 0.0)
+        return TrainingList(qid, " ".join(rng.choice(words) for _ in range(3)), texts, np.array(grades), [1, 1])
+
+    train, validation = [make(f"t{i}") for i in range(12)], [make(f"v{i}") for i in range(6)]
+    ranker = HeadRanker(tiny_backbone(), RankerConfig(heads=HeadSet.of([(1, 0), (1, 1)]), order="reverse"))
+    config = TrainConfig(loss="listwise", epochs=4, lr=1e-2, eval_every=6, gamma=0.0, eta=0.0, order="inference")
+    history = PreferenceTrainer(ranker, config).fit(train, validation, progress=False)
+    first, best = history["evals"][0]["validation"], max(e["validation"]["pair_accuracy"] for e in history["evals"])
+    assert best > first["pair_accuracy"] + 0.2
+
+
+def test_resume_gives_the_uninterrupted_result(tmp_path):
+    config = TrainConfig(epochs=2, lr=1e-3, eval_every=1)
+    straight = PreferenceTrainer(_ranker(), config)
+    straight.fit(_items(), [_item()], tmp_path / "a", progress=False)
+    first = PreferenceTrainer(_ranker(), config)
+    first.fit(_items(), [_item()], tmp_path / "b", progress=False, stop_after=2)  # "interrupted" after 2 steps
+    resumed = PreferenceTrainer(_ranker(), config)
+    assert resumed.resume(tmp_path / "b") and resumed.steps_done == 2
+    resumed.fit(_items(), [_item()], tmp_path / "b", progress=False)
+    a, b = straight.adapter_state(), resumed.adapter_state()
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+    assert [h["loss"] for h in straight.history["steps"]] == pytest.approx(
+        [h["loss"] for h in resumed.history["steps"]]
+    )
+    assert straight.history["best_step"] == resumed.history["best_step"]
+    with pytest.raises(ValueError, match="another training configuration"):
+        PreferenceTrainer(_ranker(), TrainConfig(epochs=3, lr=1e-3, eval_every=1)).resume(tmp_path / "b")
+
+
+def _tiny_dataset(tmp_path, queries: int = 6):
+    data = tmp_path / "data" / "dl21"
+    data.mkdir(parents=True)
+    qrels = ["query-id\tcorpus-id\tscore\n"]
+    with gzip.open(data / "candidates.bm25top100.jsonl.gz", "wt") as fh:
+        for q in range(queries):
+            for i, t in enumerate(DOCS):
+                row = {"qid": str(q), "query": FLEA_QUERY, "docid": f"d{i}", "rank": i + 1, "text": t}
+                fh.write(json.dumps(row) + "\n")
+            qrels += [f"{q}\td2\t3\n", f"{q}\td3\t2\n", f"{q}\td{q % 2}\t1\n"]
+    (data / "queries.jsonl").write_text(
+        "".join(json.dumps({"qid": str(q), "text": FLEA_QUERY}) + "\n" for q in range(queries))
+    )
+    (data / "qrels.tsv").write_text("".join(qrels))
+    return tmp_path / "data"
+
+
+@pytest.mark.parametrize("adapters", ["query", "all"])
+def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
+    folder = save_tiny(tmp_path / "base")
+    ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-0")
+    config = TrainConfig(epochs=2, lr=1e-2, adapters=adapters, eval_every=1)
+    out = train_artifact(ranker, config, _tiny_dataset(tmp_path), ["dl21"], tmp_path / "art", progress=False)
+    trained = ranker.score(FLEA_QUERY, DOCS)  # the best validation adapter was loaded back before saving
+    loaded = HeadRanker.from_pretrained(out)
+    assert loaded.depth == 2 and loaded.heads.heads == ((0, 1), (1, 0))
+    assert loaded.score(FLEA_QUERY, DOCS) == pytest.approx(trained, abs=1e-5)
+    manifest = read_manifest(out)
+    assert manifest["adapters"] == adapters
+    assert len(manifest["data"]["validation_qids"]) == 1 and len(manifest["data"]["qids"]) == 5
+    assert not set(manifest["data"]["qids"]) & set(manifest["data"]["validation_qids"])
+    assert manifest["training"]["best_step"] == json.loads((out / "history.json").read_text())["best_step"]
+    assert (out / "learning_curves.png").stat().st_size > 0
+    assert {p.name for p in out.iterdir()} >= {"headrank.json", "adapter_model.safetensors", "adapter_config.json"}
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+    other = save_tiny(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="trained on"):
+        load_artifact(out, base_model=str(other))
+
+
+def test_committed_artifact_is_complete():
+    from safetensors import safe_open
+
+    from headrank.artifact import DEFAULT_ARTIFACT
+
+    manifest = read_manifest(DEFAULT_ARTIFACT)
+    heads = HeadSet.from_dict({"heads": manifest["heads"]})
+    assert manifest["base_model"] == "embedded" and manifest["base_fingerprint"].startswith("gguf-sha256:")
+    assert manifest["depth"] == heads.depth and len(heads.heads) == 16
+    assert manifest["data"]["datasets"] == ["dl21"]
+    with safe_open(DEFAULT_ARTIFACT / "adapter_model.safetensors", "pt") as fh:
+        layers = {int(k.split(".layers.")[1].split(".")[0]) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
+    assert layers == set(range(manifest["depth"]))
