@@ -31,7 +31,8 @@ from headrank.datasets import load_dataset
 from headrank.evaluate import format_table, machine
 from headrank.headset import HeadSet
 from headrank.prompt import ListwisePrompt, PromptTemplate, input_order
-from headrank.ranker import HeadRanker, RankerConfig, document_text
+from headrank.ranker import HeadRanker, RankerConfig
+from headrank.results import document_text
 from headrank.scoring import encode_prefix, query_attention, score_list
 
 DEFAULT_HEADS = ",".join(f"{layer}-{head}" for layer in range(8, 16) for head in (2, 6))

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from headrank.headset import HeadSet
-from headrank.ranker import HeadRanker, RankedDocument, RankedResults, RankerConfig
+from headrank.ranker import HeadRanker, RankerConfig
+from headrank.results import RankedDocument, RankedResults
 
 __all__ = ["HeadRanker", "HeadSet", "RankedDocument", "RankedResults", "RankerConfig"]
 __version__ = "0.1.0"

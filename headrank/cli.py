@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-METHODS = ("bm25", "icr", "qrhead", "selected", "headrank", "rankgpt")
+METHODS = ("bm25", "icr", "qrhead", "selected", "headrank", "rankgpt", "dense")
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +77,10 @@ def _eval_ranker(args):
         return _ranker(args, heads="all")
     if args.method == "rankgpt":
         return _rankgpt(args)
+    if args.method == "dense":
+        from headrank.baselines.dense import EMBEDDED, DenseReranker
+
+        return DenseReranker.from_pretrained(args.dense_model or EMBEDDED, device=args.device)
     if args.method == "headrank":
         return load_artifact(
             args.artifact or DEFAULT_ARTIFACT, dtype=args.dtype, device=args.device, truncate=not args.no_truncate
@@ -385,8 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="headrank",
         choices=METHODS,
         help="headrank (default): --artifact or the committed one; bm25: first stage; icr: all heads; "
-        "qrhead/selected: --heads; rankgpt: generative baseline",
+        "qrhead/selected: --heads; rankgpt: generative baseline; dense: a sentence-transformers bi-encoder",
     )
+    p.add_argument("--dense-model", help="sentence-transformers model for --method dense (default: embedded MiniLM)")
     p.add_argument("--artifact", help="trained artifact folder for --method headrank (default: the committed one)")
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="only the first N judged queries")

@@ -6,22 +6,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from tqdm.auto import tqdm
 
 from headrank.data import CandidateList, run_from_ranking, write_run
 from headrank.datasets import load_dataset
 from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
-from headrank.ranker import Document, HeadRanker, RankedResults
-
-
-class Reranker(Protocol):
-    """What the experiment helpers need: HeadRanker, RankGPT, or any object with this `rank`."""
-
-    def rank(
-        self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
-    ) -> RankedResults: ...
+from headrank.ranker import HeadRanker
+from headrank.results import Reranker
 
 
 def describe_ranker(ranker: Reranker | None) -> dict:

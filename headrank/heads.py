@@ -16,7 +16,8 @@ from headrank.data import CandidateList, Qrels
 from headrank.evaluate import adjacent_pair_accuracy, ndcg_at
 from headrank.headset import HeadSet
 from headrank.prompt import input_order
-from headrank.ranker import HeadRanker, document_text
+from headrank.ranker import HeadRanker
+from headrank.results import document_text
 from headrank.scoring import ScoringConfig, query_attention, score_list
 
 

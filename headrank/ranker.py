@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,38 +12,16 @@ from tqdm.auto import tqdm
 
 from headrank.backbone import Backbone, load_backbone, truncate_depth
 from headrank.headset import HeadSet
-from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order, passage_text
+from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
+from headrank.results import (
+    Document,
+    RankedResults,
+    check_doc_ids,
+    check_query,
+    document_text,
+    ranked_by_scores,
+)
 from headrank.scoring import ListScores, PrefixCache, ScoringConfig, encode_prefix, query_attention, score_list
-
-Document = str | Mapping[str, str]
-
-
-@dataclass(frozen=True)
-class RankedDocument:
-    document: str
-    doc_id: str | int
-    score: float
-    rank: int
-    index: int
-    """position of the document in the caller's list."""
-
-
-@dataclass
-class RankedResults:
-    query: str
-    results: list[RankedDocument] = field(default_factory=list)
-
-    def top_k(self, k: int) -> list[RankedDocument]:
-        return self.results[:k]
-
-    def __iter__(self):
-        return iter(self.results)
-
-    def __len__(self) -> int:
-        return len(self.results)
-
-    def __getitem__(self, i: int) -> RankedDocument:
-        return self.results[i]
 
 
 @dataclass(frozen=True)
@@ -56,23 +34,6 @@ class RankerConfig:
     max_length: int | None = None
     """tokens per forward pass; longer lists are split into balanced windows (default: the model's limit)."""
     seed: int = 0
-
-
-def _check_query(query) -> str:
-    if not isinstance(query, str):
-        raise TypeError(f"query must be a string, got {type(query).__name__}")
-    if not query.strip():
-        raise ValueError("query is empty")
-    return query
-
-
-def document_text(doc, i: int) -> str:
-    if isinstance(doc, str):
-        return doc
-    if isinstance(doc, Mapping) and isinstance(doc.get("text"), str):
-        title = doc.get("title")
-        return passage_text(doc["text"], title if isinstance(title, str) else None)
-    raise TypeError(f"document {i} must be a string or a mapping with a 'text' string, got {type(doc).__name__}")
 
 
 class HeadRanker:
@@ -140,7 +101,7 @@ class HeadRanker:
     ) -> list[ListwisePrompt]:
         """The prompts of one list as inference builds them: passages in `order` (default: the ranker's),
         split into the balanced windows that fit `max_length`. Selection and training use these too."""
-        query = _check_query(query)
+        query = check_query(query)
         texts = [document_text(d, i) for i, d in enumerate(documents)]
         if not texts:
             return []
@@ -200,19 +161,8 @@ class HeadRanker:
     def rank(
         self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
     ) -> RankedResults:
-        if doc_ids is not None and len(doc_ids) != len(documents):
-            raise ValueError(f"{len(doc_ids)} doc_ids for {len(documents)} documents")
-        scores = self.score(query, documents)
-        ids = list(doc_ids) if doc_ids is not None else list(range(len(documents)))
-        # ties keep the input order, so equal scores never reshuffle the first stage
-        by_score = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
-        return RankedResults(
-            query=query,
-            results=[
-                RankedDocument(document_text(documents[i], i), ids[i], scores[i], rank + 1, i)
-                for rank, i in enumerate(by_score)
-            ],
-        )
+        check_doc_ids(documents, doc_ids)
+        return ranked_by_scores(query, documents, self.score(query, documents), doc_ids)
 
     def rank_batch(
         self,

@@ -23,7 +23,8 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 
 from headrank.evaluate import peak_rss_mb
-from headrank.ranker import Document, HeadRanker
+from headrank.ranker import HeadRanker
+from headrank.results import Document
 
 
 @dataclass(frozen=True)

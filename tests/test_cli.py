@@ -184,8 +184,15 @@ def test_select_train_eval_analyze_pipeline(tiny_folder, mini_data, tmp_path, ca
     art = tmp_path / "art"
     train = ["train", *model, *data, "--heads", str(sel / "heads.json"), "--epochs", "2", "--out", str(art), "--quiet"]
     assert main(train) == 0
-    assert (art / "headrank.json").is_file() and (art / "loss_curve.png").is_file()
-    assert sorted(p.name for p in (art / "checkpoints").iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    assert (art / "headrank.json").is_file() and (art / "learning_curves.png").is_file()
+    assert sorted(p.name for p in (art / "checkpoints" / "last").iterdir()) == [
+        "adapter.safetensors",
+        "best.safetensors",
+        "optimizer.safetensors",
+        "trainer_state.json",
+    ]
+    manifest = json.loads((art / "headrank.json").read_text())
+    assert manifest["training"]["steps"] == len(json.loads((art / "history.json").read_text())["steps"]) > 0
     ev = tmp_path / "ev"
     assert main(["eval", *data, "--method", "headrank", "--artifact", str(art), "--out", str(ev), "--quiet"]) == 0
     metrics = json.loads((ev / "metrics.json").read_text())

@@ -15,7 +15,7 @@ import torch
 
 from headrank.backbone import Backbone, load_backbone
 from headrank.prompt import PromptError
-from headrank.ranker import Document, RankedDocument, RankedResults, _check_query, document_text
+from headrank.results import Document, RankedDocument, RankedResults, check_doc_ids, check_query, document_text
 
 SYSTEM = "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query."
 PREFIX = (
@@ -216,11 +216,9 @@ class RankGPT:
     def rank(
         self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
     ) -> RankedResults:
-        if doc_ids is not None and len(doc_ids) != len(documents):
-            raise ValueError(f"{len(doc_ids)} doc_ids for {len(documents)} documents")
-        query = _check_query(query)
+        ids = check_doc_ids(documents, doc_ids)
+        query = check_query(query)
         texts = [document_text(d, i) for i, d in enumerate(documents)]
-        ids = list(doc_ids) if doc_ids is not None else list(range(len(documents)))
         order = self.rerank_order(query, texts) if texts else []
         n = len(order)
         return RankedResults(

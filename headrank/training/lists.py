@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from headrank.data import CandidateList, Qrels
-from headrank.ranker import document_text
+from headrank.results import document_text
 
 
 @dataclass
