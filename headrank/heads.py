@@ -15,9 +15,7 @@ from tqdm.auto import tqdm
 from headrank.data import CandidateList, Qrels
 from headrank.evaluate import adjacent_pair_accuracy, ndcg_at
 from headrank.headset import HeadSet
-from headrank.prompt import input_order
 from headrank.ranker import HeadRanker
-from headrank.results import document_text
 from headrank.scoring import ScoringConfig, query_attention, score_list
 
 
@@ -73,20 +71,19 @@ def collect_head_table(
 ) -> HeadTable:
     """One pass per list over every head the ranker holds: calibrated and raw per-head passage scores."""
     table = HeadTable(list(ranker.heads.heads), [], [], [], [], [])
-    builder = ranker.builder
     for lst in tqdm(lists, desc="head statistics", unit="query", disable=not progress):
-        texts = [document_text(d, i) for i, d in enumerate(lst.documents())]
-        ids = builder.encode_passages(texts)
-        order = input_order(len(texts), ranker.config.order, ranker.config.seed)
-        prompt = builder.build(lst.query, ids, order)
-        attention = query_attention(ranker.model, prompt, ranker.heads, True, ranker.prefix_context)
-        cal = score_list(attention, prompt, ranker.heads, ScoringConfig(calibrate=True)).per_head
-        raw = score_list(attention[:1], prompt, ranker.heads, ScoringConfig(calibrate=False)).per_head
-        back = np.argsort(order)  # input position -> first-stage order
+        n = len(lst.candidates)
+        cal, raw = (np.zeros((len(table.heads), n), dtype=np.float32) for _ in range(2))
+        for prompt in ranker.prompts(lst.query, lst.documents()):  # windowed exactly as inference windows
+            attention = query_attention(ranker.model, prompt, ranker.heads, True, ranker.prefix_context)
+            window = score_list(attention, prompt, ranker.heads, ScoringConfig(calibrate=True)).per_head
+            cal[:, prompt.order] = window.float().cpu().numpy()
+            window = score_list(attention[:1], prompt, ranker.heads, ScoringConfig(calibrate=False)).per_head
+            raw[:, prompt.order] = window.float().cpu().numpy()
         judged = qrels.get(lst.qid, {})
         table.qids.append(lst.qid)
-        table.calibrated.append(cal.float().cpu().numpy()[:, back])
-        table.raw.append(raw.float().cpu().numpy()[:, back])
+        table.calibrated.append(cal)
+        table.raw.append(raw)
         table.grades.append(np.asarray([judged.get(d, 0) for d in lst.docids()], dtype=float))
         table.ideal.append(list(judged.values()))
     return table
