@@ -202,3 +202,13 @@ def test_select_train_eval_analyze_pipeline(tiny_folder, mini_data, tmp_path, ca
     assert "selectivity_gap" in capsys.readouterr().out
     assert main(["eval", *data, "--method", "qrhead", "--out", str(tmp_path / "q")]) == 2
     assert "needs --heads" in capsys.readouterr().err
+
+
+def test_help_imports_no_torch():
+    """`headrank --help` (and building every subcommand's parser) stays light: torch loads with a model only."""
+    import subprocess
+    import sys
+
+    code = "import sys, headrank.cli; headrank.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
