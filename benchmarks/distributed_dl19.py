@@ -10,24 +10,15 @@ machine, --workers N), and reports wall time, nDCG@10 and whether the run file e
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from headrank.data import default_data_dir, load_run
+from headrank.data import default_data_dir, load_run, write_candidates
 from headrank.datasets import load_dataset
 from headrank.evaluate import evaluate, machine
-
-
-def export_candidates(lists, path: Path) -> None:
-    with gzip.open(path, "wt") as fh:
-        for lst in lists:
-            for rank, c in enumerate(lst.candidates, 1):
-                row = {"qid": lst.qid, "query": lst.query, "docid": c.docid, "rank": rank, "text": c.text}
-                fh.write(json.dumps({**row, "title": c.title} if c.title else row) + "\n")
 
 
 def main() -> None:
@@ -44,7 +35,7 @@ def main() -> None:
     data = load_dataset(args.dataset, default_data_dir(args.data_dir))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    export_candidates(data.judged(), out / "candidates.jsonl.gz")
+    write_candidates(out / "candidates.jsonl.gz", data.judged())
     command = [
         *(sys.executable, "-m", "headrank.cli", "rerank-distributed", "--model", args.model, "--tag", "icr"),
         *("--candidates", str(out / "candidates.jsonl.gz"), "--out", str(out / "run.trec")),

@@ -213,6 +213,33 @@ def load_candidates(
     return out
 
 
+def candidate_lists(
+    run: Mapping[str, Sequence[tuple[str, float]]], queries: Mapping[str, str], corpus: Mapping[str, tuple[str, str]]
+) -> list[CandidateList]:
+    """Join a run with query and passage text: the lists HeadRanker and the CLI rerank."""
+    return [
+        CandidateList(
+            qid, queries[qid], [Candidate(d, corpus[d][1], corpus[d][0] or None, score) for d, score in ranked]
+        )
+        for qid, ranked in run.items()
+    ]
+
+
+def write_candidates(path: str | Path, lists: Sequence[CandidateList]) -> None:
+    """Our flat candidates layout: one jsonl(.gz) line per (query, candidate), read back by `load_candidates`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as out:
+        for lst in lists:
+            for rank, c in enumerate(lst.candidates, 1):
+                row = {"qid": lst.qid, "query": lst.query, "docid": c.docid, "rank": rank, "score": c.score}
+                row["text"] = c.text
+                if c.title:
+                    row["title"] = c.title
+                out.write(json.dumps(row) + "\n")
+
+
 def write_run(path: str | Path, run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "headrank") -> None:
     """Write per query (docid, score) best first as a TREC run."""
     path = Path(path)

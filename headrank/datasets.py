@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 import urllib.request
@@ -18,6 +17,7 @@ from headrank.data import (
     load_candidates,
     load_qrels,
     load_queries,
+    write_candidates,
 )
 
 ANSERINI = "https://raw.githubusercontent.com/castorini/anserini-tools/master/topics-and-qrels"
@@ -149,19 +149,6 @@ def _convert(raw: Path, target: Path) -> None:
             lines += [f"{q}\t{d}\t{r}\n" for q, docs in load_qrels(source).items() for d, r in docs.items()]
             target.write_text("".join(lines))
         else:
-            with gzip.open(target, "wt", encoding="utf-8") as out:
-                for lst in load_candidates(source):
-                    for rank, c in enumerate(lst.candidates, 1):
-                        row = {
-                            "qid": lst.qid,
-                            "query": lst.query,
-                            "docid": c.docid,
-                            "rank": rank,
-                            "score": c.score,
-                            "text": c.text,
-                        }
-                        if c.title:
-                            row["title"] = c.title
-                        out.write(json.dumps(row) + "\n")
+            write_candidates(target, load_candidates(source))
     finally:
         source.rename(raw)

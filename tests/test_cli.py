@@ -20,7 +20,7 @@ def tiny_folder(tmp_path_factory):
 @pytest.fixture
 def mini_data(tmp_path):
     """A two-query dataset in the dl19 layout, and the same as dl21 (for training)."""
-    import gzip
+    from headrank.data import Candidate, CandidateList, write_candidates
 
     docs = {"1": ["fleas live a year", "cats purr", "the host of fleas"], "2": ["wifi is wireless", "goldfish grow"]}
     queries = {"1": "how long do fleas live", "2": "what is wifi"}
@@ -30,11 +30,11 @@ def mini_data(tmp_path):
         lines = "".join(json.dumps({"qid": q, "text": t}) + "\n" for q, t in queries.items())
         (folder / "queries.jsonl").write_text(lines)
         (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n1\t1-0\t3\n1\t1-2\t2\n2\t2-0\t2\n")
-        with gzip.open(folder / "candidates.bm25top100.jsonl.gz", "wt") as fh:
-            for q, texts in docs.items():
-                for r, t in enumerate(texts, 1):
-                    row = {"qid": q, "query": queries[q], "docid": f"{q}-{r - 1}", "rank": r, "text": t}
-                    fh.write(json.dumps(row) + "\n")
+        lists = [
+            CandidateList(q, queries[q], [Candidate(f"{q}-{r}", t) for r, t in enumerate(texts)])
+            for q, texts in docs.items()
+        ]
+        write_candidates(folder / "candidates.bm25top100.jsonl.gz", lists)
     return tmp_path / "data"
 
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import gzip
 import json
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import ray
 
-from headrank.cli import main
-from headrank.data import load_candidates, load_run
-from headrank.distributed import RayOptions, connect, rerank_distributed
-from headrank.ranker import HeadRanker
-from headrank.testing import save_tiny
+ray = pytest.importorskip("ray")  # the `distributed` extra: without it these tests skip, they do not error
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from headrank.cli import main  # noqa: E402
+from headrank.data import load_candidates, load_run  # noqa: E402
+from headrank.distributed import RayOptions, connect, rerank_distributed  # noqa: E402
+from headrank.ranker import HeadRanker  # noqa: E402
+from headrank.testing import save_tiny  # noqa: E402
 
 WORDS = [
     "fleas",

@@ -9,16 +9,18 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
-import uvicorn
 
-from headrank.cli import main
-from headrank.ranker import HeadRanker, RankerConfig
-from headrank.serve import QueueFull, Scheduler, ServeConfig, create_app
-from headrank.testing import save_tiny, tiny_backbone
+httpx = pytest.importorskip("httpx")  # the `serve` extra: without it these tests skip, they do not error
+uvicorn = pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
 
-from .conftest import DOCS, FLEA_QUERY
+from headrank.cli import main  # noqa: E402
+from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
+from headrank.serve import QueueFull, Scheduler, ServeConfig, create_app  # noqa: E402
+from headrank.testing import save_tiny, tiny_backbone  # noqa: E402
+
+from .conftest import DOCS, FLEA_QUERY  # noqa: E402
 
 # 150 tokens per pass: five of the test documents need two forward passes, fifteen need five
 MAX_LENGTH = 150

@@ -3,7 +3,6 @@ trained artifacts."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import random
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 from headrank.artifact import load_artifact, read_manifest
+from headrank.data import Candidate, CandidateList, write_candidates
 from headrank.evaluate import middle_zone
 from headrank.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
@@ -272,12 +272,12 @@ def _tiny_dataset(tmp_path, queries: int = 6):
     data = tmp_path / "data" / "dl21"
     data.mkdir(parents=True)
     qrels = ["query-id\tcorpus-id\tscore\n"]
-    with gzip.open(data / "candidates.bm25top100.jsonl.gz", "wt") as fh:
-        for q in range(queries):
-            for i, t in enumerate(DOCS):
-                row = {"qid": str(q), "query": FLEA_QUERY, "docid": f"d{i}", "rank": i + 1, "text": t}
-                fh.write(json.dumps(row) + "\n")
-            qrels += [f"{q}\td2\t3\n", f"{q}\td3\t2\n", f"{q}\td{q % 2}\t1\n"]
+    lists = [
+        CandidateList(str(q), FLEA_QUERY, [Candidate(f"d{i}", t) for i, t in enumerate(DOCS)]) for q in range(queries)
+    ]
+    write_candidates(data / "candidates.bm25top100.jsonl.gz", lists)
+    for q in range(queries):
+        qrels += [f"{q}\td2\t3\n", f"{q}\td3\t2\n", f"{q}\td{q % 2}\t1\n"]
     (data / "queries.jsonl").write_text(
         "".join(json.dumps({"qid": str(q), "text": FLEA_QUERY}) + "\n" for q in range(queries))
     )

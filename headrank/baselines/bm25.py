@@ -6,13 +6,12 @@ Snowball stemming and stopwords, title + text), so `headrank retrieve` reproduce
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from headrank.data import Candidate, CandidateList, DataError, write_run
+from headrank.data import DataError, candidate_lists, write_candidates, write_run
 
 CONFIG_FILE = "headrank-bm25.json"
 
@@ -97,33 +96,6 @@ class BM25Retriever:
             qid: [(self.docids[int(d)], float(s)) for d, s in zip(row, row_scores) if s > 0]
             for qid, row, row_scores in zip(queries, found, scores)
         }
-
-
-def candidate_lists(
-    run: Mapping[str, Sequence[tuple[str, float]]], queries: Mapping[str, str], corpus: Mapping[str, tuple[str, str]]
-) -> list[CandidateList]:
-    """Join a run with query and passage text: the lists HeadRanker and the CLI rerank."""
-    return [
-        CandidateList(
-            qid, queries[qid], [Candidate(d, corpus[d][1], corpus[d][0] or None, score) for d, score in ranked]
-        )
-        for qid, ranked in run.items()
-    ]
-
-
-def write_candidates(path: str | Path, lists: Sequence[CandidateList]) -> None:
-    """Our flat candidates layout: one jsonl(.gz) line per (query, candidate), read back by `load_candidates`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt", encoding="utf-8") as out:
-        for lst in lists:
-            for rank, c in enumerate(lst.candidates, 1):
-                row = {"qid": lst.qid, "query": lst.query, "docid": c.docid, "rank": rank, "score": c.score}
-                row["text"] = c.text
-                if c.title:
-                    row["title"] = c.title
-                out.write(json.dumps(row) + "\n")
 
 
 def write_retrieved(
