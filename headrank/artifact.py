@@ -7,12 +7,15 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from headrank.backbone import BackboneError, load_backbone
+from headrank.backbone import BackboneError
 from headrank.headset import HeadSet
 from headrank.prompt import PromptTemplate
-from headrank.ranker import HeadRanker, RankerConfig
 from headrank.scoring import ScoringConfig
+
+if TYPE_CHECKING:  # artifacts are built by HeadRanker.from_artifact: no import cycle at run time
+    from headrank.ranker import HeadRanker
 
 MANIFEST = "headrank.json"
 DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "smollm2-135m-dl21"
@@ -59,37 +62,34 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def load_artifact(
-    folder: str | Path,
-    dtype: str = "float32",
-    device: str = "cpu",
-    base_model: str | None = None,
-    truncate: bool = True,
-) -> HeadRanker:
-    """Rebuild the base, cut it to the artifact's depth (unless `truncate=False`), and merge the adapter in."""
-    from peft import PeftModel
+def ranker_parts(manifest: dict) -> dict:
+    """The RankerConfig fields an artifact fixes: heads, scoring, prompt and input order."""
+    return {
+        "heads": HeadSet.from_dict({"heads": manifest["heads"]}),
+        "scoring": ScoringConfig(**manifest["scoring"]),
+        "template": PromptTemplate(**manifest["template"]),
+        "order": manifest["order"],
+    }
 
-    folder = Path(folder).expanduser()
-    manifest = read_manifest(folder)
-    backbone = load_backbone(base_model or manifest["base_model"], dtype=dtype, device=device)
-    if backbone.fingerprint != manifest["base_fingerprint"]:
+
+def check_base(folder: Path, manifest: dict, fingerprint: str) -> None:
+    if fingerprint != manifest["base_fingerprint"]:
         raise BackboneError(
             f"{folder} was trained on {manifest['base_model']} ({manifest['base_fingerprint'][:24]}...), "
-            f"but the model loaded is {backbone.fingerprint[:24]}...: pass the same base model"
+            f"but the model loaded is {fingerprint[:24]}...: pass the same base model"
         )
-    config = RankerConfig(
-        heads=HeadSet.from_dict({"heads": manifest["heads"]}),
-        scoring=ScoringConfig(**manifest["scoring"]),
-        template=PromptTemplate(**manifest["template"]),
-        order=manifest["order"],
-    )
-    ranker = HeadRanker(backbone, config, truncate=truncate)
+
+
+def attach_adapter(ranker: HeadRanker, folder: Path, manifest: dict) -> None:
+    """Put the trained LoRA into `ranker.model`: merged into the weights when it acts on every token (free at
+    inference), switched off around the passage pass when it acts on the query span only."""
+    from peft import PeftModel
+
     if ranker.heads.depth != manifest["depth"]:
         raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
     adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
-    if manifest.get("adapters", "query") == "all":  # every token: fold the adapters into the weights, free at inference
+    if manifest.get("adapters", "query") == "all":
         ranker.backbone.model = adapter.merge_and_unload()
-    else:  # query span only: the passages are encoded by the frozen base (see headrank.training)
+    else:
         ranker.prefix_context = adapter.disable_adapter
     ranker.artifact = manifest
-    return ranker

@@ -69,7 +69,8 @@ def cmd_rerank(args) -> None:
 
 def _eval_ranker(args):
     """bm25: none; icr: every head; qrhead/selected: the --heads file; headrank: a trained artifact."""
-    from headrank.artifact import DEFAULT_ARTIFACT, load_artifact
+    from headrank.artifact import DEFAULT_ARTIFACT
+    from headrank.ranker import HeadRanker
 
     if args.method == "bm25":
         return None
@@ -82,7 +83,7 @@ def _eval_ranker(args):
 
         return DenseReranker.from_pretrained(args.dense_model or EMBEDDED, device=args.device)
     if args.method == "headrank":
-        return load_artifact(
+        return HeadRanker.from_artifact(
             args.artifact or DEFAULT_ARTIFACT, dtype=args.dtype, device=args.device, truncate=not args.no_truncate
         )
     if args.heads == "all":

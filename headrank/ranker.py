@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from headrank.artifact import attach_adapter, check_base, is_artifact, ranker_parts, read_manifest
 from headrank.backbone import Backbone, load_backbone, truncate_depth
 from headrank.headset import HeadSet
 from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
@@ -75,10 +76,8 @@ class HeadRanker:
         max_length: int | None = None,
     ) -> HeadRanker:
         """Load a backbone (hub id, folder, .gguf, "embedded") or a trained artifact folder (headrank.json)."""
-        from headrank.artifact import is_artifact, load_artifact
-
         if is_artifact(model):
-            return load_artifact(model, dtype=dtype, device=device)
+            return cls.from_artifact(model, dtype=dtype, device=device, truncate=truncate)
         config = RankerConfig(
             heads=HeadSet.parse(heads),
             scoring=ScoringConfig(calibrate=calibrate, token_mask=token_mask),
@@ -87,6 +86,26 @@ class HeadRanker:
             max_length=max_length,
         )
         return cls(load_backbone(str(model), dtype=dtype, device=device), config, truncate=truncate)
+
+    @classmethod
+    def from_artifact(
+        cls,
+        folder: str | Path,
+        *,
+        dtype: str = "float32",
+        device: str = "cpu",
+        base_model: str | None = None,
+        truncate: bool = True,
+    ) -> HeadRanker:
+        """Rebuild a trained ranker: its base (checked by fingerprint), cut to its depth unless `truncate=False`,
+        with its adapter attached."""
+        folder = Path(folder).expanduser()
+        manifest = read_manifest(folder)
+        backbone = load_backbone(base_model or manifest["base_model"], dtype=dtype, device=device)
+        check_base(folder, manifest, backbone.fingerprint)
+        ranker = cls(backbone, RankerConfig(**ranker_parts(manifest)), truncate=truncate)
+        attach_adapter(ranker, folder, manifest)
+        return ranker
 
     @property
     def model(self):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from headrank.artifact import load_artifact, read_manifest
+from headrank.artifact import read_manifest
 from headrank.data import Candidate, CandidateList, write_candidates
 from headrank.evaluate import middle_zone
 from headrank.headset import HeadSet
@@ -305,7 +305,7 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
     other = save_tiny(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="trained on"):
-        load_artifact(out, base_model=str(other))
+        HeadRanker.from_artifact(out, base_model=str(other))
 
 
 def test_committed_artifact_is_complete():
