@@ -10,7 +10,7 @@ OUT=${OUT:-runs/grid}
 HEADS=${HEADS:-docs/headrank/heads-selected.json}
 SCIFACT_LIMIT=${SCIFACT_LIMIT:-60}
 COMMON=(--data-dir "$DATA" --heads "$HEADS" --dataset dl21 --dataset scifact-train --limit "$SCIFACT_LIMIT"
-  --epochs 3 --lists-per-step 4 --lr 1e-3 --beta 1 --eval-every 5 --train-sample 16 --shuffles 1
+  --epochs 3 --lists-per-step 4 --lr 1e-3 --beta 1 --eval-every 10 --train-sample 16 --shuffles 1
   --cache-dir runs/prefix-cache --quiet)
 declare -A CONFIGS=(
   [dpo-inference]="--loss dpo --train-order inference --adapters query"

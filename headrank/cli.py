@@ -12,10 +12,14 @@ from pathlib import Path
 METHODS = ("bm25", "icr", "qrhead", "selected", "headrank", "rankgpt", "dense")
 
 
-def _model_options(parser: argparse.ArgumentParser) -> None:
+def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="embedded", help="HF hub id, local folder, .gguf file, or 'embedded'")
-    group.add_argument("--heads", default="all", help="'all' (ICR), 'layer-head,...', or a .json/.yaml head-set file")
+    group.add_argument(
+        "--heads",
+        default=None if heads_help else "all",
+        help=heads_help or "'all' (ICR), 'layer-head,...', or a .json/.yaml head-set file",
+    )
     group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     group.add_argument("--device", default="cpu")
     group.add_argument(
@@ -316,13 +320,15 @@ def _candidate_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args) -> None:
-    from headrank.artifact import is_artifact
+    from headrank.artifact import DEFAULT_ARTIFACT, is_artifact
     from headrank.serve import ServeConfig, serve
 
     if args.artifact:
         if not is_artifact(args.artifact):
             raise ValueError(f"--artifact {args.artifact} is not a trained artifact folder (no headrank.json)")
         args.model = args.artifact
+    elif args.model == "embedded" and args.heads is None:  # the product's own method, as `eval` serves it
+        args.model = str(DEFAULT_ARTIFACT)
     config = ServeConfig(
         model_name=args.name or Path(args.model).name,
         max_documents=args.max_documents,
@@ -457,8 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the comparison as json")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("serve", help="serve the reranker over HTTP (Cohere/Jina /v1/rerank, TEI /rerank)")
-    _model_options(p)
+    p = sub.add_parser(
+        "serve", help="serve the reranker over HTTP (Cohere /v1/rerank and /v2/rerank, Jina, TEI /rerank)"
+    )
+    _model_options(
+        p,
+        heads_help="default with --model embedded: the committed trained HeadRank; 'all' serves ICR; "
+        "'layer-head,...' or a head-set file serves those heads untrained",
+    )
     p.add_argument("--artifact", help="a trained artifact folder to serve instead of --model/--heads")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)

@@ -3,6 +3,7 @@ input, and the tie-stable order. HeadRanker, RankGPT, the dense baseline and the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -17,9 +18,12 @@ class RankedDocument:
     document: str
     doc_id: str | int
     score: float
+    """the reranker's raw score (for HeadRanker: the selected heads' calibrated attention, summed)."""
     rank: int
     index: int
     """position of the document in the caller's list."""
+    relevance: float = 0.5
+    """`score` mapped into (0, 1) with the ranking kept (`relevance_scores`): what Cohere/Jina/TEI clients get."""
 
 
 @dataclass
@@ -71,16 +75,35 @@ def check_doc_ids(documents: Sequence[Document], doc_ids: Sequence[str | int] | 
     return list(doc_ids) if doc_ids is not None else list(range(len(documents)))
 
 
+def relevance_scores(scores: Sequence[float]) -> list[float]:
+    """Scores mapped into (0, 1) for clients that expect Cohere/Jina/TEI-style relevance: the logistic of each
+    score's distance from the list's mean in units of the list's standard deviation. Strictly increasing in the
+    score, so the ranking is kept; scale-free, so it means the same for any head set or model. It is relative
+    to the list (a list of equals is all 0.5), not a calibrated probability of relevance."""
+    if not scores:
+        return []
+    mean = sum(scores) / len(scores)
+    spread = math.sqrt(sum((s - mean) ** 2 for s in scores) / len(scores))
+    if spread == 0 or not math.isfinite(spread):
+        return [0.5] * len(scores)
+    return [1.0 / (1.0 + math.exp(-(s - mean) / spread)) for s in scores]
+
+
 def ranked_by_scores(
     query: str, documents: Sequence[Document], scores: Sequence[float], doc_ids: Sequence[str | int] | None = None
 ) -> RankedResults:
     """Best score first; ties keep the input order, so equal scores never reshuffle the first stage."""
     ids = check_doc_ids(documents, doc_ids)
-    by_score = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    relevance = relevance_scores(scores)
     return RankedResults(
         query=query,
         results=[
-            RankedDocument(document_text(documents[i], i), ids[i], float(scores[i]), rank + 1, i)
-            for rank, i in enumerate(by_score)
+            RankedDocument(document_text(documents[i], i), ids[i], float(scores[i]), rank + 1, i, relevance[i])
+            for rank, i in enumerate(best_first(scores))
         ],
     )
+
+
+def best_first(scores: Sequence[float], top_n: int | None = None) -> list[int]:
+    """Indices by descending score; ties keep the input order, so equal scores never reshuffle the first stage."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:top_n]

@@ -11,6 +11,7 @@ import contextlib
 import json
 import queue
 import threading
+import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
@@ -20,11 +21,12 @@ from typing import Annotated
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from headrank.evaluate import peak_rss_mb
+from headrank.experiment import describe_ranker
 from headrank.ranker import HeadRanker
-from headrank.results import Document
+from headrank.results import Document, best_first, relevance_scores
 
 
 @dataclass(frozen=True)
@@ -128,27 +130,58 @@ class Scheduler:
 
 
 class TextDocument(BaseModel):
+    model_config = ConfigDict(strict=True)
+
     text: str
     title: str | None = None
 
 
-def _nonempty(query: str) -> str:
-    if not query.strip():
-        raise ValueError("query is empty")
-    return query
+Query = Annotated[str, Field(min_length=1, pattern=r"\S", description="the query; must hold a non-space character")]
 
 
-Query = Annotated[str, AfterValidator(_nonempty)]
+def _whole_number(value):
+    """JSON Schema's integer includes 3.0: take whole floats as ints (3.5 and "3" still fail, strictly)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-class RerankRequest(BaseModel):
-    """Cohere / Jina rerank request."""
+PositiveInt = Annotated[int, Field(ge=1), BeforeValidator(_whole_number)]  # the bound first: the schema says it
+TopN = Annotated[PositiveInt | None, Field(default=None, description="answer only the best n; all are scored")]
+RawScores = Annotated[
+    bool,
+    Field(
+        default=False,
+        description="answer the raw attention scores instead of relevance in (0, 1) (the logistic of each score's "
+        "distance from the list's mean in standard deviations: the ranking is kept)",
+    ),
+]
+
+
+class StrictRequest(BaseModel):
+    """No coercion (0 is not false, "3" is not 3): the server accepts exactly what its schema declares."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class RerankRequest(StrictRequest):
+    """Cohere v1 / Jina rerank request."""
 
     model: str | None = None
     query: Query
     documents: list[str | TextDocument]
-    top_n: int | None = Field(default=None, ge=1, description="answer only the best n; all are scored")
+    top_n: TopN = None
     return_documents: bool = True
+    raw_scores: RawScores = False
+
+
+class RerankRequestV2(StrictRequest):
+    """Cohere v2 rerank request (`ClientV2.rerank`; its other fields, e.g. `priority`, are accepted and ignored)."""
+
+    model: str | None = None
+    query: Query
+    documents: list[str]
+    top_n: TopN = None
+    max_tokens_per_doc: PositiveInt | None = Field(default=None, description="cut each document to this many tokens")
+    raw_scores: RawScores = False
 
 
 class RerankResult(BaseModel):
@@ -158,23 +191,70 @@ class RerankResult(BaseModel):
 
 
 class RerankResponse(BaseModel):
+    id: str
     results: list[RerankResult]
     model: str
     usage: dict[str, int]
+    meta: dict
 
 
-class TeiRequest(BaseModel):
+class RerankResultV2(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class RerankResponseV2(BaseModel):
+    id: str
+    results: list[RerankResultV2]
+    model: str
+    meta: dict
+
+
+class TeiRequest(StrictRequest):
     """text-embeddings-inference rerank request (its other fields are accepted and ignored)."""
 
     query: Query
     texts: list[str]
     return_text: bool = False
+    raw_scores: RawScores = False
 
 
 class TeiResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    ranker: dict
+    """what is served: base model, heads, layers run, training data (None: not a trained artifact)."""
+    waiting: int
+    active: int
+    queue_size: int
+    peak_rss_mb: float
+
+
+class ErrorBody(BaseModel):
+    """Every error but validation: bad JSON (400), a body too large (413), busy (429), client gone (499)."""
+
+    detail: str
+
+
+class ValidationErrorBody(BaseModel):
+    """422: one readable line per problem in `detail`, pydantic's error objects in `errors`."""
+
+    detail: str
+    errors: list[dict] = Field(default_factory=list)
+
+
+ERRORS = {
+    400: {"model": ErrorBody, "description": "the body is not JSON"},
+    413: {"model": ErrorBody, "description": "the body is over the size limit"},
+    422: {"model": ValidationErrorBody, "description": "the request does not validate"},
+    429: {"model": ErrorBody, "description": "the queue is full; retry after the Retry-After header's seconds"},
+}
 
 
 class BodyLimit:
@@ -225,7 +305,10 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     lines = []
     for e in errors:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-        lines.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        message = e.get("msg")
+        if where == "query" and e.get("type") in ("string_too_short", "string_pattern_mismatch"):
+            message = "query is empty"  # the schema's minLength/pattern, said plainly
+        lines.append(f"{where}: {message}" if where else str(message))
     return JSONResponse({"detail": "; ".join(lines), "errors": json.loads(json.dumps(errors, default=str))}, 422)
 
 
@@ -259,7 +342,10 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    async def scores(request: Request, query: str, documents: Sequence[Document]) -> list[float]:
+    async def ranked(
+        request: Request, query: str, documents: Sequence[Document], top_n: int | None, raw: bool
+    ) -> list[tuple[int, float]]:
+        """(index, score) best first: the one path behind every endpoint shape."""
         if len(documents) > config.max_documents:
             raise HTTPException(422, f"at most {config.max_documents} documents per request, got {len(documents)}")
         if not documents:
@@ -271,44 +357,96 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         except (TypeError, ValueError) as err:
             raise HTTPException(422, str(err)) from err
         try:
-            return await _result(future, request)
+            values = await _result(future, request)
         except (TypeError, ValueError) as err:  # e.g. a passage longer than the model takes
             raise HTTPException(422, str(err)) from err
+        shown = values if raw else relevance_scores(values)
+        return [(i, shown[i]) for i in best_first(values, top_n)]
 
-    def best_first(values: list[float], top_n: int | None) -> list[int]:
-        # ties keep the input order, as HeadRanker.rank does
-        return sorted(range(len(values)), key=lambda i: (-values[i], i))[:top_n]
+    description = describe_ranker(ranker)
 
-    @app.get("/health")
-    def health() -> dict:
-        return {
-            "status": "ok",
-            "model": config.model_name,
-            "waiting": scheduler.waiting.qsize(),
-            "active": len(scheduler.active),
-            "queue_size": config.queue_size,
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-        }
+    @app.get("/health", response_model=Health)
+    def health() -> Health:
+        return Health(
+            status="ok",
+            model=config.model_name,
+            ranker=description,
+            waiting=scheduler.waiting.qsize(),
+            active=len(scheduler.active),
+            queue_size=config.queue_size,
+            peak_rss_mb=round(peak_rss_mb(), 1),
+        )
 
-    @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True)
+    @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
     async def rerank(request: Request, body: RerankRequest) -> RerankResponse:
+        """Cohere v1 and Jina shape."""
         docs = [TextDocument(text=d) if isinstance(d, str) else d for d in body.documents]
-        values = await scores(request, body.query, [d.model_dump(exclude_none=True) for d in docs])
+        order = await ranked(
+            request, body.query, [d.model_dump(exclude_none=True) for d in docs], body.top_n, body.raw_scores
+        )
         results = [
-            RerankResult(index=i, relevance_score=values[i], document=docs[i] if body.return_documents else None)
-            for i in best_first(values, body.top_n)
+            RerankResult(index=i, relevance_score=v, document=docs[i] if body.return_documents else None)
+            for i, v in order
         ]
-        return RerankResponse(results=results, model=config.model_name, usage={"documents": len(docs)})
+        return RerankResponse(
+            id=str(uuid.uuid4()),
+            results=results,
+            model=config.model_name,
+            usage={"documents": len(docs)},
+            meta={"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+        )
 
-    @app.post("/rerank", response_model=list[TeiResult], response_model_exclude_none=True)
+    @app.post("/v2/rerank", response_model=RerankResponseV2, responses=ERRORS)
+    async def rerank_v2(request: Request, body: RerankRequestV2) -> RerankResponseV2:
+        """Cohere v2 shape (`cohere.ClientV2`, LangChain's CohereRerank)."""
+        documents = body.documents
+        if body.max_tokens_per_doc is not None and documents:
+            documents = _cut_tokens(ranker, documents, body.max_tokens_per_doc)
+        order = await ranked(request, body.query, documents, body.top_n, body.raw_scores)
+        return RerankResponseV2(
+            id=str(uuid.uuid4()),
+            results=[RerankResultV2(index=i, relevance_score=v) for i, v in order],
+            model=config.model_name,
+            meta={"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+        )
+
+    @app.post("/rerank", response_model=list[TeiResult], response_model_exclude_none=True, responses=ERRORS)
     async def rerank_tei(request: Request, body: TeiRequest) -> list[TeiResult]:
-        values = await scores(request, body.query, body.texts)
-        return [
-            TeiResult(index=i, score=values[i], text=body.texts[i] if body.return_text else None)
-            for i in best_first(values, None)
-        ]
+        """text-embeddings-inference shape."""
+        order = await ranked(request, body.query, body.texts, None, body.raw_scores)
+        return [TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None) for i, v in order]
 
+    _declare_limits(app, config)
     return app
+
+
+def _cut_tokens(ranker, documents: list[str], limit: int) -> list[str]:
+    """Each document cut to its first `limit` tokens of the served model's tokenizer (Cohere's
+    `max_tokens_per_doc`)."""
+    tokenizer = ranker.builder.tokenizer
+    encoded = tokenizer(documents, add_special_tokens=False)["input_ids"]
+    return [text if len(ids) <= limit else tokenizer.decode(ids[:limit]) for text, ids in zip(documents, encoded)]
+
+
+def _declare_limits(app: FastAPI, config: ServeConfig) -> None:
+    """Put the limits this server enforces into its OpenAPI schema, so that generated clients and validators
+    agree with it: documents per request and the body size."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for name, field_name in (
+                ("RerankRequest", "documents"),
+                ("RerankRequestV2", "documents"),
+                ("TeiRequest", "texts"),
+            ):
+                schema["components"]["schemas"][name]["properties"][field_name]["maxItems"] = config.max_documents
+            schema["info"]["description"] = f"Request bodies are limited to {config.max_body_bytes} bytes (413 above)."
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def serve(ranker: HeadRanker, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None) -> None:

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +41,26 @@ def data_dir() -> Path:
     if not (path / "dl19").is_dir():
         pytest.skip(f"no evaluation data at {path}")
     return path
+
+
+@contextlib.contextmanager
+def served(app) -> Iterator[httpx.Client]:  # noqa: F821 (imported lazily)
+    """Run the app with uvicorn on a free port of 127.0.0.1 in a thread; a client for it (the `serve` extra)."""
+    import httpx
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.01)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=120) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()

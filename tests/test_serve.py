@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,10 +14,11 @@ pytest.importorskip("fastapi")
 
 from headrank.cli import main  # noqa: E402
 from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
+from headrank.results import relevance_scores  # noqa: E402
 from headrank.serve import QueueFull, Scheduler, ServeConfig, create_app  # noqa: E402
 from headrank.testing import save_tiny, tiny_backbone  # noqa: E402
 
-from .conftest import DOCS, FLEA_QUERY  # noqa: E402
+from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
 
 # 150 tokens per pass: five of the test documents need two forward passes, fifteen need five
 MAX_LENGTH = 150
@@ -29,26 +27,6 @@ MAX_LENGTH = 150
 @pytest.fixture(scope="module")
 def ranker() -> HeadRanker:
     return HeadRanker(tiny_backbone(), RankerConfig(max_length=MAX_LENGTH))
-
-
-@contextlib.contextmanager
-def served(app) -> Iterator[httpx.Client]:
-    """Run the app with uvicorn on a free port of 127.0.0.1 in a thread; a client for it."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        assert thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.01)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=120) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        thread.join()
-        sock.close()
 
 
 @pytest.fixture(scope="module")
@@ -88,12 +66,17 @@ def test_cohere_jina_shape(client, ranker):
     answer = client.post("/v1/rerank", json={"model": "any", "query": FLEA_QUERY, "documents": docs})
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    assert body["model"] == "tiny" and body["usage"] == {"documents": 5}
-    expected = ranker.score(FLEA_QUERY, [*DOCS[:3], {"text": DOCS[3], "title": "Goldfish"}, DOCS[4]])
+    assert body["model"] == "tiny" and body["usage"] == {"documents": 5} and body["id"]
+    raw = ranker.score(FLEA_QUERY, [*DOCS[:3], {"text": DOCS[3], "title": "Goldfish"}, DOCS[4]])
+    expected = relevance_scores(raw)
     results = body["results"]
     assert sorted(r["index"] for r in results) == [0, 1, 2, 3, 4]
     assert [r["relevance_score"] for r in results] == sorted(expected, reverse=True)
-    assert all(r["relevance_score"] == expected[r["index"]] for r in results)
+    assert all(r["relevance_score"] == pytest.approx(expected[r["index"]]) for r in results)
+    assert all(0 < r["relevance_score"] < 1 for r in results)
+    assert [r["index"] for r in results] == sorted(range(5), key=lambda i: -raw[i])  # the ranking is kept
+    raw_answer = client.post("/v1/rerank", json={"query": FLEA_QUERY, "documents": docs, "raw_scores": True})
+    assert [r["relevance_score"] for r in raw_answer.json()["results"]] == pytest.approx(sorted(raw, reverse=True))
     shown = [{"text": d} if isinstance(d, str) else d for d in docs]
     assert all(r["document"] == shown[r["index"]] for r in results)
 
@@ -106,18 +89,46 @@ def test_cohere_jina_shape(client, ranker):
 def test_text_embeddings_inference_shape(client, ranker):
     answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS, "return_text": True, "truncate": True})
     assert answer.status_code == 200, answer.text
-    expected = ranker.score(FLEA_QUERY, DOCS)
-    assert [r["score"] for r in answer.json()] == sorted(expected, reverse=True)
-    assert all(r["text"] == DOCS[r["index"]] and r["score"] == expected[r["index"]] for r in answer.json())
+    raw = ranker.score(FLEA_QUERY, DOCS)
+    expected = relevance_scores(raw)
+    assert [r["score"] for r in answer.json()] == pytest.approx(sorted(expected, reverse=True))
+    assert all(
+        r["text"] == DOCS[r["index"]] and r["score"] == pytest.approx(expected[r["index"]]) for r in answer.json()
+    )
+    raw_answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS, "raw_scores": True}).json()
+    assert [r["score"] for r in raw_answer] == pytest.approx(sorted(raw, reverse=True))
     assert "text" not in client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS}).json()[0]
     assert client.post("/rerank", json={"query": FLEA_QUERY, "texts": []}).json() == []
+
+
+def test_cohere_v2_shape(client, ranker):
+    answer = client.post("/v2/rerank", json={"model": "m", "query": FLEA_QUERY, "documents": DOCS, "top_n": 3})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["id"] and body["meta"]["api_version"]["version"] == "2" and body["model"] == "tiny"
+    expected = relevance_scores(ranker.score(FLEA_QUERY, DOCS))
+    assert [r["index"] for r in body["results"]] == sorted(range(5), key=lambda i: -expected[i])[:3]
+    assert all(set(r) == {"index", "relevance_score"} for r in body["results"])
+    cut = client.post("/v2/rerank", json={"query": FLEA_QUERY, "documents": DOCS, "max_tokens_per_doc": 2}).json()
+    tokenizer = ranker.builder.tokenizer
+    short = [tokenizer.decode(tokenizer(d, add_special_tokens=False)["input_ids"][:2]) for d in DOCS]
+    assert [r["relevance_score"] for r in cut["results"]] == pytest.approx(
+        sorted(relevance_scores(ranker.score(FLEA_QUERY, short)), reverse=True)
+    )
 
 
 def test_health_and_openapi(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "tiny"
     assert client.get("/docs").status_code == 200
-    assert {"/v1/rerank", "/rerank", "/health"} <= set(client.get("/openapi.json").json()["paths"])
+    schema = client.get("/openapi.json").json()
+    assert {"/v1/rerank", "/v2/rerank", "/rerank", "/health"} <= set(schema["paths"])
+    requests = schema["components"]["schemas"]
+    assert requests["RerankRequestV2"]["properties"]["documents"]["maxItems"] == 8  # the server's own limit
+    assert requests["TeiRequest"]["properties"]["query"]["minLength"] == 1
+    errors = schema["paths"]["/v2/rerank"]["post"]["responses"]
+    assert {"200", "400", "413", "422", "429"} <= set(errors)
+    assert errors["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ValidationErrorBody")
 
 
 @pytest.mark.parametrize(
@@ -135,6 +146,9 @@ def test_health_and_openapi(client):
         ("/rerank", {"query": FLEA_QUERY, "texts": [None]}, 422, "texts.0"),
         ("/rerank", {"query": "", "texts": DOCS}, 422, "query is empty"),
         ("/rerank", {"texts": DOCS}, 422, "query: Field required"),
+        ("/v2/rerank", {"query": " ", "documents": DOCS}, 422, "query is empty"),
+        ("/v2/rerank", {"query": FLEA_QUERY, "documents": [{"text": "x"}]}, 422, "documents.0"),
+        ("/v2/rerank", {"query": FLEA_QUERY, "documents": DOCS, "max_tokens_per_doc": 0}, 422, "max_tokens_per_doc"),
         ("/v1/rerank", {"query": FLEA_QUERY, "documents": ["x " * 400]}, 422, "tokens but the model takes"),
     ],
 )
@@ -165,9 +179,15 @@ def test_concurrent_requests_score_as_sequential_ones(client, ranker):
         ("/rerank", {"query": "goldfish tank size", "texts": DOCS[::-1]}),
         ("/rerank", {"query": "war", "texts": DOCS[:2]}),
     ]
-    sequential = [client.post(path, json=body).json() for path, body in requests]
+    requests = [(path, {**body, "raw_scores": True}) for path, body in requests]  # raw: more digits to differ in
+
+    def answer(request) -> object:
+        body = client.post(request[0], json=request[1]).json()
+        return {k: v for k, v in body.items() if k != "id"} if isinstance(body, dict) else body  # ids are unique
+
+    sequential = [answer(r) for r in requests]
     with ThreadPoolExecutor(len(requests)) as pool:
-        concurrent = list(pool.map(lambda r: client.post(r[0], json=r[1]).json(), requests * 2))
+        concurrent = list(pool.map(answer, requests * 2))
     assert concurrent == sequential * 2
     assert len(ranker.score_lists(FLEA_QUERY, DOCS)) > 1  # the interleaving covered multi-pass lists
 
@@ -186,7 +206,8 @@ def test_full_queue_answers_429(ranker):
         assert "retry later" in refused.json()["detail"]
         gated.gate.set()
         assert running.result().status_code == 200 and waiting.result().status_code == 200
-        assert running.result().json() == waiting.result().json()
+        assert running.result().json()["results"] == waiting.result().json()["results"]
+        assert running.result().json()["id"] != waiting.result().json()["id"]
 
 
 def test_a_long_list_does_not_hold_back_a_short_one(ranker):

@@ -15,7 +15,7 @@ import torch
 
 from headrank.backbone import Backbone, load_backbone
 from headrank.prompt import PromptError
-from headrank.results import Document, RankedDocument, RankedResults, check_doc_ids, check_query, document_text
+from headrank.results import Document, RankedResults, check_doc_ids, check_query, document_text, ranked_by_scores
 
 SYSTEM = "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query."
 PREFIX = (
@@ -220,8 +220,7 @@ class RankGPT:
         query = check_query(query)
         texts = [document_text(d, i) for i, d in enumerate(documents)]
         order = self.rerank_order(query, texts) if texts else []
-        n = len(order)
-        return RankedResults(
-            query=query,
-            results=[RankedDocument(texts[i], ids[i], float(n - rank), rank + 1, i) for rank, i in enumerate(order)],
-        )
+        scores = [0.0] * len(order)
+        for rank, i in enumerate(order):  # the permutation as scores n, n-1, ...: no ties, so the order is kept
+            scores[i] = float(len(order) - rank)
+        return ranked_by_scores(query, documents, scores, ids)

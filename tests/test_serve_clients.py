@@ -1,0 +1,101 @@
+"""The clients people already use, pointed at `headrank serve` over a real socket on 127.0.0.1: Cohere's SDK
+(the legacy v1 client and the default ClientV2), LangChain's CohereRerank, the rerankers library's API ranker
+(cohere, jina and text-embeddings-inference providers), and schemathesis with all checks over the schema."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")  # the `serve` extra
+pytest.importorskip("uvicorn")
+
+from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
+from headrank.results import relevance_scores  # noqa: E402
+from headrank.serve import ServeConfig, create_app  # noqa: E402
+from headrank.testing import tiny_backbone  # noqa: E402
+
+from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server():
+    ranker = HeadRanker(tiny_backbone(), RankerConfig())
+    with served(create_app(ranker, ServeConfig(model_name="tiny", max_documents=8, max_body_bytes=20_000))) as c:
+        yield str(c.base_url).rstrip("/"), ranker
+
+
+def _expected(ranker: HeadRanker, top_n: int = len(DOCS)) -> tuple[list[int], list[float]]:
+    relevance = relevance_scores(ranker.score(FLEA_QUERY, DOCS))
+    order = sorted(range(len(DOCS)), key=lambda i: -relevance[i])[:top_n]
+    return order, [relevance[i] for i in order]
+
+
+@pytest.mark.parametrize("client_class", ["Client", "ClientV2"])
+def test_cohere_sdk_clients(server, client_class):
+    cohere = pytest.importorskip("cohere")
+    url, ranker = server
+    client = getattr(cohere, client_class)(api_key="unused", base_url=url)
+    answer = client.rerank(model="tiny", query=FLEA_QUERY, documents=DOCS, top_n=3)
+    order, relevance = _expected(ranker, 3)
+    assert [r.index for r in answer.results] == order
+    assert [r.relevance_score for r in answer.results] == pytest.approx(relevance)
+
+
+def test_langchain_cohere_rerank(server):
+    pytest.importorskip("langchain_cohere")
+    from langchain_cohere import CohereRerank
+    from langchain_core.documents import Document
+
+    url, ranker = server
+    reranker = CohereRerank(cohere_api_key="unused", base_url=url, model="tiny", top_n=2)
+    kept = reranker.compress_documents([Document(page_content=d) for d in DOCS], FLEA_QUERY)
+    order, relevance = _expected(ranker, 2)
+    assert [d.page_content for d in kept] == [DOCS[i] for i in order]
+    assert [d.metadata["relevance_score"] for d in kept] == pytest.approx(relevance)
+
+
+@pytest.mark.parametrize(
+    ("provider", "path"), [("cohere", "/v1/rerank"), ("jina", "/v1/rerank"), ("text-embeddings-inference", "/rerank")]
+)
+def test_rerankers_api_ranker(server, provider, path):
+    pytest.importorskip("rerankers")
+    from rerankers.models.api_rankers import APIRanker
+
+    url, ranker = server
+    results = APIRanker(model="tiny", api_key="unused", api_provider=provider, url=url + path).rank(FLEA_QUERY, DOCS)
+    order, relevance = _expected(ranker)
+    assert [r.document.text for r in results.results] == [DOCS[i] for i in order]
+    assert [r.score for r in results.results] == pytest.approx(relevance)
+
+
+def test_schemathesis_all_checks_pass(server, tmp_path):
+    """The published schema is the contract: generated requests (bounded in number and time) get only the
+    statuses and bodies the schema declares, and what violates the schema is refused."""
+    pytest.importorskip("schemathesis")
+    url, _ = server
+    cli = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
+    run = subprocess.run(
+        [
+            cli,
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            "25",
+            "--generation-deterministic",
+            "--request-timeout",
+            "30",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "No issues found" in run.stdout or "passed" in run.stdout
