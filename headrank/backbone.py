@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from headrank.capture import IMPLEMENTATION, register_attention
+from headrank.precision import Precision, choose_dtype
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Backbone:
     tokenizer: object
     source: str
     fingerprint: str
+    precision: Precision = Precision("float32", "asked for")
 
     @property
     def num_layers(self) -> int:
@@ -138,12 +140,16 @@ def _folder_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_backbone(model: str, dtype: str = "float32", device: str = "cpu") -> Backbone:
-    """Load model + tokenizer with the query-row attention function installed."""
+def load_backbone(model: str, dtype: str = "auto", device: str = "cpu") -> Backbone:
+    """Load model + tokenizer with the query-row attention function installed; dtype "auto" follows the
+    hardware (`precision.choose_dtype`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if dtype not in DTYPES:
-        raise BackboneError(f"dtype must be one of {sorted(DTYPES)}, not {dtype!r}")
+    try:
+        precision = choose_dtype(dtype, device)
+    except ValueError as err:
+        raise BackboneError(str(err)) from None
+    dtype = precision.dtype
     register_attention()
     kind, path = resolve_source(model)
     if kind == "gguf":
@@ -165,7 +171,7 @@ def load_backbone(model: str, dtype: str = "float32", device: str = "cpu") -> Ba
     except OSError as err:
         raise BackboneError(f"could not load {model!r}: {err}") from err
     lm.to(device).eval()
-    return Backbone(model=lm, tokenizer=tokenizer, source=model, fingerprint=fingerprint)
+    return Backbone(model=lm, tokenizer=tokenizer, source=model, fingerprint=fingerprint, precision=precision)
 
 
 def truncate_depth(model: torch.nn.Module, depth: int) -> None:

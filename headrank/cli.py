@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+from headrank.precision import DTYPE_CHOICES
+
 METHODS = ("bm25", "icr", "qrhead", "selected", "headrank", "rankgpt", "dense")
 
 
@@ -20,7 +22,12 @@ def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> Non
         default=None if heads_help else "all",
         help=heads_help or "'all' (ICR), 'layer-head,...', or a .json/.yaml head-set file",
     )
-    group.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    group.add_argument(
+        "--dtype",
+        default="auto",
+        choices=DTYPE_CHOICES,
+        help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, else float32",
+    )
     group.add_argument("--device", default="cpu")
     group.add_argument(
         "--order",

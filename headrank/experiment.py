@@ -25,6 +25,8 @@ def describe_ranker(ranker: Reranker | None) -> dict:
             "model": ranker.backbone.source,
             "heads": ranker.config.heads.describe(),
             "layers_run": ranker.layer_calls(),
+            "dtype": ranker.backbone.precision.dtype,
+            "dtype_reason": ranker.backbone.precision.reason,
             "order": ranker.config.order,
             "trained_on": ranker.artifact["data"]["datasets"] if ranker.artifact else None,
         }

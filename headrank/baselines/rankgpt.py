@@ -128,7 +128,7 @@ class RankGPT:
         cls,
         model: str = "embedded",
         *,
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str = "cpu",
         config: RankGPTConfig | None = None,
     ) -> RankGPT:

@@ -1,0 +1,46 @@
+"""The compute dtype, chosen from what the hardware reports at run time rather than from one machine's timing:
+bfloat16 where matmuls run natively in it (AVX512-BF16 or AMX on a CPU; a bf16-capable GPU), float32 elsewhere,
+where bfloat16 is emulated (4.5x slower, measured on an AVX2 machine). Captured attention rows are float32
+either way (capture.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    dtype: str
+    reason: str
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    return set(line.split(":", 1)[1].split()) if ":" in line else set()
+
+
+def choose_dtype(requested: str = "auto", device: str = "cpu", flags: set[str] | None = None) -> Precision:
+    """`requested` unless it is "auto"; then bfloat16 where the device runs it natively, else float32."""
+    if requested not in DTYPE_CHOICES:
+        raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, not {requested!r}")
+    if requested != "auto":
+        return Precision(requested, "asked for")
+    import torch
+
+    if device.startswith("cuda"):
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return Precision("bfloat16", f"{torch.cuda.get_device_name()} runs bfloat16 natively")
+        return Precision("float32", "this GPU has no native bfloat16")
+    capability = torch.backends.cpu.get_cpu_capability()
+    native = sorted(set(NATIVE_BF16_FLAGS) & (cpu_flags() if flags is None else flags))
+    if native:
+        return Precision("bfloat16", f"CPU {capability} with {', '.join(native)}: native bfloat16 matmuls")
+    return Precision("float32", f"CPU {capability} without AVX512-BF16 or AMX: bfloat16 would be emulated")

@@ -1,0 +1,31 @@
+"""dtype "auto" follows the hardware's report: bfloat16 only where it runs natively, and says why."""
+
+from __future__ import annotations
+
+import pytest
+
+from headrank.backbone import BackboneError, load_backbone
+from headrank.precision import choose_dtype, cpu_flags
+
+
+def test_auto_picks_bfloat16_only_with_native_support():
+    assert choose_dtype("auto", flags={"avx2", "avx512f"}).dtype == "float32"
+    assert "emulated" in choose_dtype("auto", flags={"avx2"}).reason
+    for native in ("avx512_bf16", "amx_bf16"):
+        chosen = choose_dtype("auto", flags={"avx512f", native})
+        assert chosen.dtype == "bfloat16" and native in chosen.reason
+    assert choose_dtype("float16", flags={"amx_bf16"}).dtype == "float16"  # asked for is kept
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: X\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert cpu_flags(info) == {"fpu", "avx2", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+def test_a_dtype_that_does_not_exist_is_a_clear_error():
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        choose_dtype("float8")
+    with pytest.raises(BackboneError, match="dtype must be one of"):
+        load_backbone("embedded", dtype="float8")
