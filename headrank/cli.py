@@ -123,7 +123,7 @@ def cmd_eval(args) -> None:
 
 def cmd_select_heads(args) -> None:
     from headrank.data import default_data_dir
-    from headrank.datasets import load_dataset
+    from headrank.datasets import judged_lists
     from headrank.heads import HeadTable, collect_head_table, head_stats, select_heads, write_stats
 
     out = Path(args.out)
@@ -135,10 +135,9 @@ def cmd_select_heads(args) -> None:
         ranker = _ranker(args, heads="all")
         lists, qrels = [], {}
         for name in args.dataset:
-            data = load_dataset(name, data_dir, depth=args.top_k)
-            judged = data.judged()
-            lists += judged[: args.limit] if args.limit else judged
-            qrels.update(data.qrels)
+            judged, judgements = judged_lists(name, data_dir, args.top_k, args.limit)
+            lists += judged
+            qrels.update(judgements)
         table = collect_head_table(ranker, lists, qrels, progress=not args.quiet)
         out.mkdir(parents=True, exist_ok=True)
         table.save(table_path)
@@ -162,7 +161,7 @@ def cmd_train(args) -> None:
         _ranker(args),
         config,
         default_data_dir(args.data_dir),
-        args.dataset or ["dl21"],
+        args.dataset,
         Path(args.out),
         limit=args.limit,
         resume=args.resume,
@@ -315,6 +314,16 @@ def cmd_analyze(args) -> None:
     print(f"wrote {out / 'middle_zone.json'} and {out / 'score_by_position.png'}")
 
 
+def _labelled_data_options(parser: argparse.ArgumentParser) -> None:
+    """A model and the labelled datasets it learns from: what select-heads and train share."""
+    _model_options(parser)
+    parser.add_argument("--data-dir")
+    parser.add_argument(
+        "--dataset", action="append", default=None, help="training dataset(s), repeatable (default dl21)"
+    )
+    parser.add_argument("--limit", type=int, default=None, help="only the first N judged queries of each dataset")
+
+
 def _candidate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--candidates", required=True, help="jsonl(.gz) or parquet candidates, or a TREC run with --queries/--corpus"
@@ -414,11 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("select-heads", help="head statistics on labelled lists and entropy-regularized selection")
-    _model_options(p)
-    p.add_argument("--data-dir")
-    p.add_argument("--dataset", action="append", default=None, help="training dataset(s), repeatable (default dl21)")
+    _labelled_data_options(p)
     p.add_argument("--top-k", type=int, default=20, help="candidates per list")
-    p.add_argument("--limit", type=int, default=None, help="only the first N judged queries of each dataset")
     p.add_argument("--k", type=int, default=16, help="heads to keep")
     p.add_argument("--lam", type=float, default=0.5, help="entropy weight lambda in D - lambda*H (0: QRHead)")
     p.add_argument("--measure", default="ndcg", choices=["ndcg", "pair_accuracy"], help="discriminability D")
@@ -428,10 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_select_heads)
 
     p = sub.add_parser("train", help="preference-align the selected heads (LoRA) and write a trained artifact")
-    _model_options(p)
-    p.add_argument("--data-dir")
-    p.add_argument("--dataset", action="append", default=None, help="training dataset(s), repeatable (default dl21)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N judged queries of each dataset")
+    _labelled_data_options(p)
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/checkpoints")
     p.add_argument("--cache-dir", help="keep the frozen prefixes here (shared by runs on the same base and depth)")

@@ -109,6 +109,16 @@ def load_dataset(name: str, data_dir: Path, depth: int | None = None) -> Dataset
     return Dataset(name, lists, qrels)
 
 
+def judged_lists(
+    name: str, data_dir: Path, depth: int | None = None, limit: int | None = None
+) -> tuple[list[CandidateList], Qrels]:
+    """The first `limit` judged queries' candidate lists (to `depth`) and the qrels: what selection and training
+    learn from."""
+    data = load_dataset(name, data_dir, depth=depth)
+    judged = data.judged()
+    return (judged[:limit] if limit else judged), data.qrels
+
+
 def _fetch(url: str, target: Path) -> None:
     with urllib.request.urlopen(url, timeout=60) as response, target.open("wb") as out:
         shutil.copyfileobj(response, out)

@@ -69,14 +69,12 @@ def load_training_data(
 ) -> TrainingData:
     """Usable lists of each dataset (the first `limit` judged queries), each dataset split on its own so both
     sides hold every source in proportion."""
-    from headrank.datasets import load_dataset
+    from headrank.datasets import judged_lists
 
     train: list[TrainingList] = []
     validation: list[TrainingList] = []
     for name in datasets:
-        data = load_dataset(name, data_dir, depth=size)
-        judged = data.judged()
-        usable = training_lists(judged[:limit] if limit else judged, data.qrels, size)
+        usable = training_lists(*judged_lists(name, data_dir, size, limit), size)
         _, held = split_queries([i.qid for i in usable], fraction, seed)
         held_set = set(held)
         train += [i for i in usable if i.qid not in held_set]
