@@ -26,14 +26,13 @@ import torch
 
 from headrank.backbone import Backbone, load_backbone
 from headrank.baselines.rankgpt import RankGPT
-from headrank.data import Candidate, CandidateList, default_data_dir
+from headrank.data import CandidateList, default_data_dir
 from headrank.datasets import load_dataset
 from headrank.evaluate import format_table, machine
 from headrank.headset import HeadSet
-from headrank.prompt import ListwisePrompt, PromptTemplate, input_order
+from headrank.prompt import ListwisePrompt, PromptTemplate
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.results import document_text
-from headrank.scoring import encode_prefix, query_attention, score_list
+from headrank.scoring import query_attention, score_list
 
 DEFAULT_HEADS = ",".join(f"{layer}-{head}" for layer in range(8, 16) for head in (2, 6))
 """16 heads within the first 16 layers: the cost depends on the depth (16 of 30 layers), not on which heads."""
@@ -209,8 +208,9 @@ def matmul_throughput(device: str, m: int, k: int, n: int, repeats: int = 10) ->
 
 
 def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[str, tuple[float, float]]:
-    """(wall, CPU) seconds per phase of one list: tokenisation, prefix pass, query passes, score reduction."""
-    phases = {name: [0.0, 0.0] for name in ["tokenisation", "prefix pass", "query passes", "score reduction"]}
+    """(wall, CPU) seconds per phase of one list: tokenisation, prefix pass, query passes with the reduction to
+    passage scores, through the same calls as HeadRanker.score."""
+    phases = {name: [0.0, 0.0] for name in ["tokenisation", "prefix pass", "query passes and score reduction"]}
 
     def charge(name: str, start: tuple[float, float]) -> tuple[float, float]:
         sync(device)
@@ -220,17 +220,13 @@ def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[s
 
     with torch.inference_mode():
         start = clock()
-        prompts = list_prompts(ranker, lst)
+        prompts = ranker.prompts(lst.query, lst.documents())
         start = charge("tokenisation", start)
         for prompt in prompts:
-            prefix = encode_prefix(ranker.model, prompt, ranker.prefix_context)
+            prefix = ranker.encode(prompt)
             start = charge("prefix pass", start)
-            attention = query_attention(
-                ranker.model, prompt, ranker.heads, ranker.config.scoring.calibrate, prefix=prefix
-            )
-            start = charge("query passes", start)
-            score_list(attention, prompt, ranker.heads, ranker.config.scoring).scores.cpu()
-            start = charge("score reduction", start)
+            ranker.prompt_scores(prompt, prefix).scores.cpu()
+            start = charge("query passes and score reduction", start)
     return {name: tuple(v) for name, v in phases.items()} | {
         "prompt tokens": (sum(len(p.input_ids) for p in prompts),) * 2,
         "windows": (len(prompts),) * 2,
@@ -303,20 +299,8 @@ def compare_methods(full: Backbone, selected: HeadRanker, setup: Setup, top_k: i
     return rows
 
 
-def list_prompts(ranker: HeadRanker, lst: CandidateList) -> list:
-    """The prompts (one per window) that the ranker builds for this list."""
-    builder = ranker.builder
-    texts = [document_text(d, i) for i, d in enumerate(lst.documents())]
-    passage_ids = builder.encode_passages(texts)
-    order = input_order(len(texts), ranker.config.order, ranker.config.seed)
-    return [
-        builder.build(lst.query, passage_ids, w)
-        for w in builder.windows(lst.query, passage_ids, order, ranker.max_length)
-    ]
-
-
 def count_windows(ranker: HeadRanker, lst: CandidateList) -> int:
-    return len(list_prompts(ranker, lst))
+    return len(ranker.prompts(lst.query, lst.documents()))
 
 
 def scaling(selected: HeadRanker, icr: HeadRanker, setup: Setup, sizes: Sequence[int]) -> list[dict]:
@@ -345,7 +329,6 @@ def length_scaling(selected: HeadRanker, setup: Setup, lengths: Sequence[int], c
     lst = setup.lists[0]
     texts = [c.text for c in lst.candidates]
     long_docs = [" ".join(texts[i:] + texts[:i])[:20000] for i in range(count)]
-    docs = [Candidate(str(i), text) for i, text in enumerate(long_docs)]
     rows = []
     for length in lengths:
         config = RankerConfig(heads=selected.heads, template=PromptTemplate(max_passage_tokens=length))
@@ -354,7 +337,7 @@ def length_scaling(selected: HeadRanker, setup: Setup, lengths: Sequence[int], c
         rows.append(
             {
                 "passage tokens": length,
-                "prompt tokens": len(list_prompts(ranker, CandidateList(lst.qid, lst.query, docs))[0].input_ids),
+                "prompt tokens": len(ranker.prompts(lst.query, long_docs)[0].input_ids),
                 "s/query": timing.per_query,
                 "CPU s/query": timing.cpu_per_query,
                 "peak MB": timing.peak_mb,
@@ -379,7 +362,7 @@ def forward_variants(ranker: HeadRanker, setup: Setup, top_k: int) -> list[dict]
         "one prefix pass shared by query and N/A": lambda p: query_attention(model, p, heads, True, exit_early=False),
         "+ early exit at the last layer (default)": lambda p: query_attention(model, p, heads, True),
     }
-    prompts = [p for lst in setup.lists for p in list_prompts(ranker, lst.head(top_k))]
+    prompts = [p for lst in setup.lists for p in ranker.prompts(lst.query, lst.head(top_k).documents())]
     spent = {name: [0.0, 0.0] for name in variants}
     scores: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
     with torch.inference_mode():
@@ -615,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
     results["profile"] = {k: tuple(statistics.median(r[k][i] for r in runs) for i in (0, 1)) for k in runs[0]}
     results["ops"] = op_table(selected, top, args.device)
     log("flops")
-    prompt = list_prompts(selected, top)[0]
+    prompt = selected.prompts(top.query, top.documents())[0]
     width = max(len(prompt.query_ids), len(prompt.calibration_ids))
     config = full.model.config
     mine = pass_flops(config, selected.depth, prompt.query_start, 2, width)
@@ -623,7 +606,7 @@ def main(argv: list[str] | None = None) -> None:
     shape = (len(prompt.input_ids), config.hidden_size, config.intermediate_size)
     attainable = matmul_throughput(args.device, *shape)
     spent = 0 if args.device.startswith("cuda") else 1  # CPU-seconds on CPU (see `clock`), wall on CUDA
-    forward_s = results["profile"]["prefix pass"][spent] + results["profile"]["query passes"][spent]
+    forward_s = results["profile"]["prefix pass"][spent] + results["profile"]["query passes and score reduction"][spent]
     results["flops"] = {
         "prompt_tokens": len(prompt.input_ids),
         "prefix_gflop": mine["prefix"] / 1e9,
