@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+from headrank.methods import METHODS
 from headrank.precision import DTYPE_CHOICES
-
-METHODS = ("bm25", "icr", "qrhead", "selected", "headrank", "rankgpt", "dense")
+from headrank.prompt import ORDERS
 
 
 def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> None:
@@ -32,7 +32,7 @@ def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> Non
     group.add_argument(
         "--order",
         default="reverse",
-        choices=["reverse", "forward", "random"],
+        choices=ORDERS,
         help="input order of the passages (reverse: best first-stage passage nearest the query)",
     )
     group.add_argument("--no-calibration", action="store_true", help="skip the N/A calibration pass")
@@ -41,6 +41,18 @@ def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> Non
     group.add_argument("--max-passage-tokens", type=int, default=256)
     group.add_argument("--max-passage-words", type=int, default=None)
     group.add_argument("--max-length", type=int, default=None, help="tokens per forward pass (default: the model's)")
+
+
+def _ranker_options(args) -> dict:
+    """HeadRanker.from_pretrained's options as the model flags give them."""
+    return {
+        "calibrate": not args.no_calibration,
+        "token_mask": args.token_mask,
+        "order": args.order,
+        "max_passage_tokens": args.max_passage_tokens,
+        "max_passage_words": args.max_passage_words,
+        "max_length": args.max_length,
+    }
 
 
 def _ranker(args, heads: str | None = None):
@@ -52,20 +64,8 @@ def _ranker(args, heads: str | None = None):
         dtype=args.dtype,
         device=args.device,
         truncate=not args.no_truncate,
-        calibrate=not args.no_calibration,
-        token_mask=args.token_mask,
-        order=args.order,
-        max_passage_tokens=args.max_passage_tokens,
-        max_passage_words=args.max_passage_words,
-        max_length=args.max_length,
+        **_ranker_options(args),
     )
-
-
-def _rankgpt(args):
-    from headrank.baselines.rankgpt import RankGPT, RankGPTConfig
-
-    config = RankGPTConfig(max_passage_tokens=args.max_passage_tokens)
-    return RankGPT.from_pretrained(args.model, dtype=args.dtype, device=args.device, config=config)
 
 
 def cmd_rerank(args) -> None:
@@ -78,35 +78,22 @@ def cmd_rerank(args) -> None:
     print(f"reranked {len(lists)} queries in {clock.seconds:.1f} s ({clock.per_item:.2f} s/query) -> {args.out}")
 
 
-def _eval_ranker(args):
-    """bm25: none; icr: every head; qrhead/selected: the --heads file; headrank: a trained artifact."""
-    from headrank.artifact import DEFAULT_ARTIFACT
-    from headrank.ranker import HeadRanker
-
-    if args.method == "bm25":
-        return None
-    if args.method == "icr":
-        return _ranker(args, heads="all")
-    if args.method == "rankgpt":
-        return _rankgpt(args)
-    if args.method == "dense":
-        from headrank.baselines.dense import EMBEDDED, DenseReranker
-
-        return DenseReranker.from_pretrained(args.dense_model or EMBEDDED, device=args.device)
-    if args.method == "headrank":
-        return HeadRanker.from_artifact(
-            args.artifact or DEFAULT_ARTIFACT, dtype=args.dtype, device=args.device, truncate=not args.no_truncate
-        )
-    if args.heads == "all":
-        raise ValueError(f"--method {args.method} needs --heads (a head-set file from `headrank select-heads`)")
-    return _ranker(args)
-
-
 def cmd_eval(args) -> None:
     from headrank.data import default_data_dir
     from headrank.experiment import evaluate_method, summary
+    from headrank.methods import load_method
 
-    ranker = _eval_ranker(args)
+    ranker = load_method(
+        args.method,
+        model=args.model,
+        heads=args.heads,
+        artifact=args.artifact,
+        dense_model=args.dense_model,
+        dtype=args.dtype,
+        device=args.device,
+        truncate=not args.no_truncate,
+        **_ranker_options(args),
+    )
     result = evaluate_method(
         ranker,
         args.method,
@@ -410,9 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         default="headrank",
-        choices=METHODS,
-        help="headrank (default): --artifact or the committed one; bm25: first stage; icr: all heads; "
-        "qrhead/selected: --heads; rankgpt: generative baseline; dense: a sentence-transformers bi-encoder",
+        choices=list(METHODS),
+        help="; ".join(f"{name}: {what}" for name, what in METHODS.items()),
     )
     p.add_argument("--dense-model", help="sentence-transformers model for --method dense (default: embedded MiniLM)")
     p.add_argument("--artifact", help="trained artifact folder for --method headrank (default: the committed one)")
