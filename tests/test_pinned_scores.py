@@ -1,0 +1,114 @@
+"""Scores pinned bit for bit: computed by the code before the training/structure rewrite (commit 67a5646) and
+held exactly since, so a refactor that changes any score shows here. float.hex keeps every bit."""
+
+from __future__ import annotations
+
+import pytest
+
+from headrank.headset import HeadSet
+from headrank.ranker import HeadRanker, RankerConfig
+from headrank.testing import tiny_backbone
+
+from .conftest import DOCS, FLEA_QUERY
+
+TINY = {
+    "tiny_icr": [
+        "-0x1.5c18be0000000p-2",
+        "-0x1.4ba5460000000p-2",
+        "-0x1.f13d360000000p-3",
+        "-0x1.b500980000000p-4",
+        "-0x1.c398640000000p-4",
+    ],
+    "tiny_subset": [
+        "-0x1.64cba00000000p-4",
+        "-0x1.3453ee0000000p-4",
+        "-0x1.0f55e00000000p-4",
+        "-0x1.376c380000000p-5",
+        "-0x1.e48bd00000000p-7",
+    ],
+    "tiny_windows": [
+        "-0x1.4f2aea0000000p-2",
+        "-0x1.5366e80000000p-2",
+        "-0x1.edef700000000p-3",
+        "-0x1.1bb2760000000p-2",
+        "-0x1.bf8f620000000p-3",
+    ],
+}
+
+EMBEDDED_DL19_QID = "264014"
+EMBEDDED = {
+    "embedded_artifact": [
+        "0x1.6b5e340000000p+1",
+        "0x1.0f788e0000000p+0",
+        "0x1.c8ecfe0000000p-2",
+        "0x1.611e160000000p-2",
+        "0x1.681d560000000p-1",
+        "0x1.e0151e0000000p-2",
+        "0x1.b226080000000p-3",
+        "0x1.f607e40000000p-3",
+        "0x1.5f22680000000p-4",
+        "0x1.f736360000000p-5",
+        "0x1.41c5dc0000000p-3",
+        "0x1.7f0cc60000000p-3",
+        "0x1.2842740000000p-4",
+        "-0x1.210d5c0000000p-7",
+        "-0x1.415d840000000p-5",
+        "0x1.34816c0000000p-6",
+        "-0x1.055baa0000000p-8",
+        "0x1.251b2a0000000p-2",
+        "0x1.27e14a0000000p-3",
+        "0x1.b2e3a60000000p-3",
+    ],
+    "embedded_subset": [
+        "0x1.1efa740000000p+2",
+        "0x1.86c2ec0000000p+0",
+        "0x1.46101c0000000p-1",
+        "0x1.e2c6a40000000p-2",
+        "0x1.bdf40e0000000p-1",
+        "0x1.2264220000000p-1",
+        "0x1.ed98140000000p-3",
+        "0x1.15ba9c0000000p-2",
+        "0x1.8924b20000000p-4",
+        "0x1.a211340000000p-5",
+        "0x1.3534520000000p-3",
+        "0x1.8a15aa0000000p-3",
+        "0x1.41cfc60000000p-4",
+        "0x1.59d8680000000p-8",
+        "-0x1.b4f3680000000p-6",
+        "0x1.3534900000000p-6",
+        "0x1.2524e20000000p-8",
+        "0x1.35d66c0000000p-2",
+        "0x1.20f3520000000p-3",
+        "0x1.b74ea80000000p-3",
+    ],
+}
+
+
+def _hex(scores: list[float]) -> list[str]:
+    return [float.hex(float(s)) for s in scores]
+
+
+def test_tiny_scores_are_unchanged():
+    assert _hex(HeadRanker(tiny_backbone(), RankerConfig()).score(FLEA_QUERY, DOCS)) == TINY["tiny_icr"]
+    subset = RankerConfig(heads=HeadSet.of([(0, 1), (1, 0), (2, 3)]))
+    assert _hex(HeadRanker(tiny_backbone(), subset).score(FLEA_QUERY, DOCS)) == TINY["tiny_subset"]
+    windows = HeadRanker(tiny_backbone(), RankerConfig(max_length=150))
+    assert len(windows.prompts(FLEA_QUERY, DOCS)) > 1
+    assert _hex(windows.score(FLEA_QUERY, DOCS)) == TINY["tiny_windows"]
+
+
+@pytest.mark.slow
+def test_embedded_scores_are_unchanged(data_dir):
+    """The committed artifact and the selected heads on the embedded model, DL19's first judged top-20."""
+    from pathlib import Path
+
+    from headrank.artifact import DEFAULT_ARTIFACT
+    from headrank.datasets import load_dataset
+
+    lst = load_dataset("dl19", data_dir).judged()[0].head(20)
+    assert lst.qid == EMBEDDED_DL19_QID
+    heads = Path(__file__).resolve().parents[1] / "docs" / "headrank" / "heads-selected.json"
+    artifact = HeadRanker.from_pretrained(DEFAULT_ARTIFACT, dtype="float32")
+    assert _hex(artifact.score(lst.query, lst.documents())) == EMBEDDED["embedded_artifact"]
+    subset = HeadRanker.from_pretrained("embedded", heads=str(heads), dtype="float32")
+    assert _hex(subset.score(lst.query, lst.documents())) == EMBEDDED["embedded_subset"]
