@@ -8,7 +8,8 @@ import math
 import pytest
 
 from headrank.cli import main
-from headrank.data import load_run
+from headrank.data import load_candidates, load_run
+from headrank.ranker import HeadRanker
 from headrank.testing import save_tiny
 
 
@@ -110,7 +111,13 @@ def test_rerank_writes_a_trec_run(tiny_folder, mini_data, tmp_path):
         == 0
     )
     run = load_run(out)
-    assert sorted(d for d, _ in run["1"]) == ["1-0", "1-1", "1-2"]
+    ranker = HeadRanker.from_pretrained(tiny_folder, heads="0-1,2-3")
+    moved = False
+    for lst in load_candidates(candidates):
+        expected = [r.doc_id for r in ranker.rank(lst.query, lst.documents(), lst.docids())]
+        assert [d for d, _ in run[lst.qid]] == expected  # the model's order, written as it ranked
+        moved |= expected != lst.docids()
+    assert moved  # and not the first stage's: a reranker that does nothing fails here
 
 
 def test_cli_errors_are_clear(tiny_folder, mini_data, tmp_path, capsys):
