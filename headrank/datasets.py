@@ -22,7 +22,10 @@ from headrank.data import (
 
 ANSERINI = "https://raw.githubusercontent.com/castorini/anserini-tools/master/topics-and-qrels"
 RANK_LLM = "https://github.com/castorini/rank_llm_data/raw/main/retrieve_results/BM25"
-BEIR = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
+
+
+NOVELEVAL = "https://raw.githubusercontent.com/sunnweiwei/RankGPT/main/NovelEval"
+QUERIES, QRELS, CANDIDATES = "queries.jsonl", "qrels.tsv", "candidates.bm25top100.jsonl.gz"
 
 
 @dataclass(frozen=True)
@@ -37,36 +40,56 @@ class DatasetSpec:
     corpus: str | None = None
     """set when `candidates` is a TREC run of ids to join with a BEIR corpus."""
     sources: dict[str, str] = field(default_factory=dict)
-    """file in the folder -> public URL of its raw form (converted on download)."""
+    """file in the folder -> public URL of its raw form (converted on download). Without a queries source the
+    queries are taken from the candidates (rank_llm's files carry them)."""
+    origin: str = ""
+    """where the files come from, said to the user when they are missing."""
+
+
+def _trec(name: str, topics: str, qrels: str, candidates: str | None, origin: str = "") -> DatasetSpec:
+    """A TREC/BEIR set: topics and qrels from anserini-tools (or given), BM25 top-100 with text from rank_llm_data."""
+    sources = {QRELS: qrels if "://" in qrels else f"{ANSERINI}/{qrels}"}
+    if topics:
+        sources[QUERIES] = topics if "://" in topics else f"{ANSERINI}/{topics}"
+    if candidates:
+        sources[CANDIDATES] = f"{RANK_LLM}/{candidates}"
+    origin = origin or "topics and qrels: castorini/anserini-tools; BM25 top-100 with text: castorini/rank_llm_data"
+    return DatasetSpec(name, name, QUERIES, QRELS, CANDIDATES, sources=sources, origin=origin)
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "dl19": DatasetSpec(
-        "dl19",
-        "dl19",
-        "queries.jsonl",
-        "qrels.tsv",
-        "candidates.bm25top100.jsonl.gz",
-        sources={
-            "queries.jsonl": f"{ANSERINI}/topics.dl19-passage.txt",
-            "qrels.tsv": f"{ANSERINI}/qrels.dl19-passage.txt",
-            "candidates.bm25top100.jsonl.gz": f"{RANK_LLM}/retrieve_results_dl19_top100.jsonl",
-        },
+    "dl19": _trec("dl19", "topics.dl19-passage.txt", "qrels.dl19-passage.txt", "retrieve_results_dl19_top100.jsonl"),
+    "dl20": _trec("dl20", "topics.dl20.txt", "qrels.dl20-passage.txt", "retrieve_results_dl20_top100.jsonl"),
+    "dl21": _trec("dl21", "topics.dl21.txt", "qrels.dl21-passage.txt", "retrieve_results_dl21_top100.jsonl"),
+    "dl22": _trec("dl22", "topics.dl22.txt", "qrels.dl22-passage.txt", "retrieve_results_dl22_top100.jsonl"),
+    "dl23": _trec(
+        "dl23",
+        "topics.dl23.txt",
+        "qrels.dl23-passage.txt",
+        None,
+        "topics and qrels: castorini/anserini-tools (`headrank download dl23`); no public BM25 top-100 with passage "
+        "text exists for DL23: retrieve one from the MS MARCO v2 passage corpus (pyserini's msmarco-v2-passage "
+        f"index, or `headrank retrieve`) and write it as dl23/{CANDIDATES}",
     ),
-    "dl21": DatasetSpec(
-        "dl21",
-        "dl21",
-        "queries.jsonl",
-        "qrels.tsv",
-        "candidates.bm25top100.jsonl.gz",
-        sources={
-            "queries.jsonl": f"{ANSERINI}/topics.dl21.txt",
-            "qrels.tsv": f"{ANSERINI}/qrels.dl21-passage.txt",
-            "candidates.bm25top100.jsonl.gz": f"{RANK_LLM}/retrieve_results_dl21_top100.jsonl",
-        },
+    "trec-covid": _trec(
+        "trec-covid", "", "qrels.beir-v1.0.0-trec-covid.test.txt", "retrieve_results_covid_top100.jsonl"
+    ),
+    "trec-news": _trec("trec-news", "", "qrels.beir-v1.0.0-trec-news.test.txt", "retrieve_results_news_top100.jsonl"),
+    "noveleval": _trec(
+        "noveleval",
+        "",
+        f"{NOVELEVAL}/qrels.txt",
+        "retrieve_results_noveleval_top100.jsonl",
+        "qrels: sunnweiwei/RankGPT (NovelEval); BM25 top-100 with text: castorini/rank_llm_data",
     ),
     "scifact": DatasetSpec(
-        "scifact", "beir-scifact", "queries.jsonl", "qrels.test.tsv", "candidates.bm25s_top100.test.jsonl.gz"
+        "scifact",
+        "beir-scifact",
+        "queries.jsonl",
+        "qrels.test.tsv",
+        "candidates.bm25s_top100.test.jsonl.gz",
+        origin="BEIR SciFact (allenai/scifact) with a bm25s top-100: build it with `headrank retrieve` over the "
+        "BEIR corpus (see ../shared/data/README.md)",
     ),
     "scifact-train": DatasetSpec(
         "scifact-train",
@@ -75,6 +98,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "qrels.train.tsv",
         "run.bm25s_top100.train.trec.gz",
         corpus="corpus.jsonl.gz",
+        origin="BEIR SciFact train queries and qrels, a bm25s top-100 TREC run and the BEIR corpus",
     ),
 }
 
@@ -99,8 +123,11 @@ def spec(name: str) -> DatasetSpec:
 def load_dataset(name: str, data_dir: Path, depth: int | None = None) -> Dataset:
     s = spec(name)
     folder = data_dir / s.folder
-    if not folder.is_dir():
-        raise DataError(f"{folder} not found: run `headrank download {name} --data-dir {data_dir}` first")
+    needed = [s.queries, s.qrels, s.candidates] + ([s.corpus] if s.corpus else [])
+    missing = [f for f in dict.fromkeys(needed) if not (folder / f).is_file()]
+    if missing:
+        fetch = f"`headrank download {name} --data-dir {data_dir}`" if s.sources else "no download here"
+        raise DataError(f"{name}: missing {', '.join(missing)} in {folder} ({fetch}; {s.origin})")
     qrels = load_qrels(folder / s.qrels)
     if s.corpus:
         lists = load_candidates(folder / s.candidates, folder / s.queries, folder / s.corpus, depth=depth)
@@ -143,6 +170,9 @@ def download_dataset(name: str, data_dir: Path, base_url: str | None = None) -> 
             raise DataError(f"could not download {url}: {err}") from err
         _convert(raw, folder / filename)
         raw.unlink()
+    if QUERIES not in s.sources and CANDIDATES in s.sources:  # rank_llm's candidates carry the query texts
+        lists = load_candidates(folder / CANDIDATES)
+        (folder / QUERIES).write_text("".join(json.dumps({"qid": c.qid, "text": c.query}) + "\n" for c in lists))
     return folder
 
 

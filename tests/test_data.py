@@ -100,6 +100,8 @@ def http_mirror(tmp_path):
         },
     ]
     (root / "retrieve_results_dl19_top100.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (root / "retrieve_results_covid_top100.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (root / "qrels.beir-v1.0.0-trec-covid.test.txt").write_text("1 0 d1 2\n2 0 d3 1\n")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
     handler.log_message = lambda *a: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -117,3 +119,24 @@ def test_download_converts_public_files_to_our_layout(tmp_path, http_mirror):
     assert [c.docids() for c in data.lists] == [["d2", "d1"], ["d3"]]
     with pytest.raises(DataError, match="could not download"):
         download_dataset("dl21", tmp_path / "data", base_url=http_mirror)
+
+
+def test_download_takes_queries_from_the_candidates_when_a_set_has_no_topics_file(tmp_path, http_mirror):
+    folder = download_dataset("trec-covid", tmp_path / "data", base_url=http_mirror)
+    assert sorted(p.name for p in folder.iterdir()) == ["candidates.bm25top100.jsonl.gz", "qrels.tsv", "queries.jsonl"]
+    data = load_dataset("trec-covid", tmp_path / "data")
+    assert [(c.qid, c.query) for c in data.lists] == [("1", "how long do fleas live"), ("2", "what is wifi")]
+    assert data.qrels == {"1": {"d1": 2}, "2": {"d3": 1}}
+
+
+def test_missing_files_say_which_and_where_to_get_them(tmp_path):
+    (tmp_path / "dl22").mkdir()
+    (tmp_path / "dl22" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(
+        DataError, match=r"dl22: missing queries.jsonl, candidates.bm25top100.jsonl.gz .*headrank download dl22"
+    ):
+        load_dataset("dl22", tmp_path)
+    with pytest.raises(DataError, match="no public BM25 top-100 with passage text exists for DL23"):
+        load_dataset("dl23", tmp_path)
+    with pytest.raises(DataError, match="unknown dataset 'msmarco': known are dl19, dl20"):
+        load_dataset("msmarco", tmp_path)
