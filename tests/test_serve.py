@@ -276,3 +276,20 @@ def test_a_client_that_goes_away_has_its_passes_dropped(ranker):
         # served after the worker met the cancelled job again: it ran its current pass, then dropped it
         assert client.post("/v1/rerank", json={"query": FLEA_QUERY, "documents": DOCS}).status_code == 200
     assert gated.passes["gone"] == 1 < len(ranker.score_lists("gone", DOCS * 3))
+
+
+def test_serve_with_no_model_options_serves_the_committed_headrank(monkeypatch):
+    """As `eval` does: the product's own trained method, not ICR; `--heads all` asks for ICR."""
+    from headrank.artifact import DEFAULT_ARTIFACT
+
+    loaded = []
+
+    def fake_load(model, heads=None, **options):
+        loaded.append((str(model), heads))
+        raise SystemExit(0)  # stop before the server starts
+
+    monkeypatch.setattr(HeadRanker, "from_pretrained", staticmethod(fake_load))
+    for argv in (["serve"], ["serve", "--heads", "all"], ["serve", "--model", "Qwen/Qwen3-0.6B"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    assert loaded == [(str(DEFAULT_ARTIFACT), None), ("embedded", "all"), ("Qwen/Qwen3-0.6B", None)]
