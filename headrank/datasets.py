@@ -82,6 +82,18 @@ DATASETS: dict[str, DatasetSpec] = {
         "retrieve_results_noveleval_top100.jsonl",
         "qrels: sunnweiwei/RankGPT (NovelEval); BM25 top-100 with text: castorini/rank_llm_data",
     ),
+    **{
+        name: _trec(
+            name,
+            "",
+            f"qrels.beir-v1.0.0-{name}.test.txt",
+            None,
+            f"qrels: castorini/anserini-tools (`headrank download {name}`); rank_llm_data has no BM25 top-100 with "
+            f"text for this BEIR set: retrieve one from the BEIR corpus (pyserini's beir-v1.0.0-{name}.flat index, or "
+            f"`headrank retrieve`) and write it as {name}/{CANDIDATES} with {name}/{QUERIES}",
+        )
+        for name in ("nfcorpus", "webis-touche2020", "dbpedia-entity", "signal1m", "robust04")
+    },
     "scifact": DatasetSpec(
         "scifact",
         "beir-scifact",
