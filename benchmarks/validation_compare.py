@@ -1,0 +1,78 @@
+"""Choose on validation, with a paired test: each trained artifact's best checkpoint against the untrained heads
+it started from, per validation list (nDCG@10 in the inference order), with wins/losses/ties and the paired
+randomization p. The frozen passage passes come from the training runs' prefix cache.
+
+usage: benchmarks/validation_compare.py RUN_DIR... --data-dir ../shared/data [--cache-dir runs/prefix-cache]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from headrank.artifact import read_manifest
+from headrank.datasets import judged_lists
+from headrank.evaluate import format_table, ndcg_at
+from headrank.ranker import HeadRanker
+from headrank.significance import randomization_p
+from headrank.training.curves import list_scores
+from headrank.training.lists import training_lists
+from headrank.training.prefix_cache import PrefixStore
+
+
+def validation_lists(manifest: dict, data_dir: Path):
+    size = manifest["training"]["list_size"]
+    wanted = set(manifest["data"]["validation_qids"])
+    lists = []
+    for name in manifest["data"]["datasets"]:
+        lists += [i for i in training_lists(*judged_lists(name, data_dir, size), size) if i.qid in wanted]
+    return lists
+
+
+def per_list_ndcg(ranker: HeadRanker, items, cache_dir: Path | None) -> np.ndarray:
+    store = PrefixStore(ranker, "float16", cache_dir)
+    return np.array([ndcg_at(list_scores(ranker, i, store.get)[None], i.grades, i.ideal)[0] for i in items])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--cache-dir", default="runs/prefix-cache")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    rows, untrained = [], {}
+    for run in args.runs:
+        manifest = read_manifest(run)
+        items = validation_lists(manifest, Path(args.data_dir))
+        key = (tuple(map(tuple, ([h["layer"], h["head"]] for h in manifest["heads"]))), tuple(i.qid for i in items))
+        if key not in untrained:
+            heads = ",".join(f"{h['layer']}-{h['head']}" for h in manifest["heads"])
+            base = HeadRanker.from_pretrained(manifest["base_model"], heads=heads, dtype="float32")
+            untrained[key] = per_list_ndcg(base, items, Path(args.cache_dir))
+        trained = per_list_ndcg(HeadRanker.from_artifact(run, dtype="float32"), items, Path(args.cache_dir))
+        before = untrained[key]
+        diff = trained - before
+        rows.append(
+            {
+                "run": Path(run).name,
+                "lists": len(items),
+                "best step": manifest["training"]["best_step"],
+                "untrained": float(before.mean()),
+                "trained (best checkpoint)": float(trained.mean()),
+                "delta": float(diff.mean()),
+                "W/L/T": f"{int((diff > 1e-9).sum())}/{int((diff < -1e-9).sum())}/{int((abs(diff) <= 1e-9).sum())}",
+                "p": randomization_p(diff),
+            }
+        )
+    table = format_table(rows, list(rows[0]))
+    print(table)
+    if args.out:
+        Path(args.out).write_text(table + "\n")
+        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
