@@ -297,6 +297,11 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
     assert loaded.score(FLEA_QUERY, DOCS) == pytest.approx(trained, abs=1e-5)
     manifest = read_manifest(out)
     assert manifest["adapters"] == adapters
+    if adapters == "all":  # merged into the weights: no LoRA module and no adapter switch left at inference
+        assert loaded.prefix_context is None
+        assert not any("lora_" in name for name, _ in loaded.model.named_parameters())
+    else:
+        assert loaded.prefix_context is not None
     assert len(manifest["data"]["validation_qids"]) == 1 and len(manifest["data"]["qids"]) == 5
     assert not set(manifest["data"]["qids"]) & set(manifest["data"]["validation_qids"])
     assert manifest["training"]["best_step"] == json.loads((out / "history.json").read_text())["best_step"]
