@@ -218,24 +218,34 @@ class PreferenceTrainer:
         set_peft_model_state_dict(self.peft, state)
 
     def save_checkpoint(self, out: Path) -> None:
-        """out/last: adapter, optimizer and history; out/best.safetensors: the best validation adapter."""
+        """out/last: adapter, optimizer and history, plus best.safetensors, the best validation adapter. Written
+        beside and then renamed into place, so an interruption leaves the previous checkpoint whole."""
+        import shutil
+
         from safetensors.torch import save_file
 
-        folder = Path(out) / "last"
-        folder.mkdir(parents=True, exist_ok=True)
-        save_file(self.adapter_state(), folder / "adapter.safetensors")
+        folder, fresh = Path(out) / "last", Path(out) / "last.partial"
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        save_file(self.adapter_state(), fresh / "adapter.safetensors")
         if self.best_state is not None:
-            save_file(self.best_state, folder / "best.safetensors")
+            save_file(self.best_state, fresh / "best.safetensors")
         state = self.optimizer.state_dict()
         tensors = {f"{i}.{k}": v.contiguous() for i, s in state["state"].items() for k, v in s.items()}
-        save_file(tensors, folder / "optimizer.safetensors")
+        save_file(tensors, fresh / "optimizer.safetensors")
         meta = {
             "steps_done": self.steps_done,
             "history": self.history,
             "config": asdict(self.config),
             "param_groups": state["param_groups"],
         }
-        (folder / "trainer_state.json").write_text(json.dumps(meta, indent=1) + "\n")
+        (fresh / "trainer_state.json").write_text(json.dumps(meta, indent=1) + "\n")
+        old = Path(out) / "last.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if folder.exists():
+            folder.rename(old)
+        fresh.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
 
     def resume(self, out: Path) -> bool:
         """Load the checkpoint under `out`; False when there is none."""
