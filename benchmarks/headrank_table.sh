@@ -4,6 +4,9 @@
 # comparisons (wins/losses/ties, randomization p) and the middle-zone analysis.
 # usage: benchmarks/headrank_table.sh            (DATA, OUT, MODEL, SCIFACT_LIMIT override)
 # About 2.5 hours alone on 2 CPU cores; SciFact costs 16 s a query there, hence the first 30 of 300 by default.
+# The training rows of the published table were made by the trainer of commit 67a5646 (raw-score beta, no
+# validation split, last checkpoint); today's trainer (headrank/training) holds out 20% of the queries and keeps
+# the best validation checkpoint, so its rows differ: check out 67a5646 to reproduce those figures exactly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
