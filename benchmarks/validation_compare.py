@@ -2,7 +2,8 @@
 it started from, per validation list (nDCG@10 in the inference order), with wins/losses/ties and the paired
 randomization p. The frozen passage passes come from the training runs' prefix cache.
 
-usage: benchmarks/validation_compare.py RUN_DIR... --data-dir ../shared/data [--cache-dir runs/prefix-cache]"""
+usage: benchmarks/validation_compare.py RUN_DIR... --data-dir ../shared/data [--cache-dir runs/prefix-cache]
+       [--lists-from RUN_DIR]   (runs trained on other data, judged on one common set of validation lists)"""
 
 from __future__ import annotations
 
@@ -41,12 +42,13 @@ def main() -> None:
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--cache-dir", default="runs/prefix-cache")
+    parser.add_argument("--lists-from", help="score every run on this artifact's validation lists (one common set)")
     parser.add_argument("--out")
     args = parser.parse_args()
     rows, untrained = [], {}
     for run in args.runs:
         manifest = read_manifest(run)
-        items = validation_lists(manifest, Path(args.data_dir))
+        items = validation_lists(read_manifest(args.lists_from or run), Path(args.data_dir))
         key = (tuple(map(tuple, ([h["layer"], h["head"]] for h in manifest["heads"]))), tuple(i.qid for i in items))
         if key not in untrained:
             heads = ",".join(f"{h['layer']}-{h['head']}" for h in manifest["heads"])
