@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from headrank.data import default_data_dir, load_run, write_candidates
+from headrank.data import default_data_dir, load_run, scored, write_candidates
 from headrank.datasets import load_dataset
 from headrank.evaluate import evaluate, machine
 
@@ -46,7 +46,7 @@ def main() -> None:
     wall = time.perf_counter() - start
 
     def ndcg(path) -> float:
-        return evaluate({q: dict(items) for q, items in load_run(path).items()}, data.qrels, ["nDCG@10"])["ndcg@10"]
+        return evaluate(scored(load_run(path)), data.qrels, ["nDCG@10"])["ndcg@10"]
 
     same = (out / "run.trec").read_text() == Path(args.reference).read_text()
     result = {

@@ -219,7 +219,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_retrieve(args) -> None:
     from headrank.baselines.bm25 import CONFIG_FILE, BM25Retriever, write_retrieved
-    from headrank.data import load_corpus, load_qrels, load_queries
+    from headrank.data import load_corpus, load_qrels, load_queries, scored
     from headrank.evaluate import evaluate
 
     corpus = load_corpus(args.corpus)
@@ -235,7 +235,7 @@ def cmd_retrieve(args) -> None:
     print(f"retrieved the top {args.k} of {len(corpus)} documents for {len(queries)} queries -> {args.out}")
     if args.qrels:
         qrels = load_qrels(args.qrels)
-        print(evaluate({q: dict(items) for q, items in run.items()}, qrels, ["nDCG@10", "R@100"]))
+        print(evaluate(scored(run), qrels, ["nDCG@10", "R@100"]))
 
 
 def _qrels(args):
@@ -248,12 +248,12 @@ def _qrels(args):
 
 def _load_run_arg(path: str) -> dict[str, dict[str, float]]:
     """An eval output folder (its run.trec) or a TREC run file, as ir-measures wants it."""
-    from headrank.data import DataError, load_run
+    from headrank.data import DataError, load_run, scored
 
     run_path = Path(path) / "run.trec" if Path(path).is_dir() else Path(path)
     if not run_path.is_file():
         raise DataError(f"no TREC run at {run_path}")
-    return {qid: dict(pairs) for qid, pairs in load_run(run_path).items()}
+    return scored(load_run(run_path))
 
 
 def cmd_compare(args) -> None:

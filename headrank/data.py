@@ -43,7 +43,15 @@ class CandidateList:
 
 
 Run = dict[str, dict[str, float]]
+"""per query, docid -> score: what ir-measures and trec_eval take."""
+RankedRun = dict[str, list[tuple[str, float]]]
+"""per query, (docid, score) best first: what rerankers produce and TREC run files hold."""
 Qrels = dict[str, dict[str, int]]
+
+
+def scored(run: Mapping[str, Sequence[tuple[str, float]]]) -> Run:
+    """A ranked run in the form ir-measures takes."""
+    return {qid: dict(items) for qid, items in run.items()}
 
 
 def open_text(path: str | Path):
@@ -132,7 +140,7 @@ def load_qrels(path: str | Path) -> Qrels:
     return qrels
 
 
-def load_run(path: str | Path) -> dict[str, list[tuple[str, float]]]:
+def load_run(path: str | Path) -> RankedRun:
     """A TREC run (qid Q0 docid rank score tag) -> per query, (docid, score) best first."""
     rows: dict[str, list[tuple[int, float, str]]] = {}
     with open_text(path) as fh:
@@ -255,7 +263,7 @@ def run_lines(run: Mapping[str, Sequence[tuple[str, float]]], tag: str = "headra
             yield f"{qid} Q0 {docid} {rank} {score:.6f} {tag}\n"
 
 
-def run_from_ranking(lists: Iterable[tuple[str, Sequence[str]]]) -> dict[str, list[tuple[str, float]]]:
+def run_from_ranking(lists: Iterable[tuple[str, Sequence[str]]]) -> RankedRun:
     """Scores that encode a given order exactly (n, n-1, ...), so ties never reorder it."""
     return {qid: [(d, float(len(docids) - i)) for i, d in enumerate(docids)] for qid, docids in lists}
 

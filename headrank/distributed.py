@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from headrank.data import Candidate, CandidateList, run_lines
+from headrank.data import Candidate, CandidateList, RankedRun, run_lines
 from headrank.ranker import HeadRanker
 
 RankerFactory = Callable[[], HeadRanker]
@@ -116,13 +116,13 @@ def rerank_dataset(lists: Sequence[CandidateList], load: RankerFactory, top_k: i
     )
 
 
-def iter_runs(dataset, batch_size: int = 256) -> Iterator[dict[str, list[tuple[str, float]]]]:
+def iter_runs(dataset, batch_size: int = 256) -> Iterator[RankedRun]:
     """The reranked dataset as consecutive pieces of a run (qid -> (docid, score) best first), in input order."""
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=batch_size):
         yield {row["qid"]: list(zip(row["docids"], row["scores"])) for row in batch.to_pylist()}
 
 
-def _flat_table(run: dict[str, list[tuple[str, float]]], schema):
+def _flat_table(run: RankedRun, schema):
     import pyarrow as pa
 
     rows = [(qid, docid, rank, score) for qid, ranked in run.items() for rank, (docid, score) in enumerate(ranked, 1)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from headrank.data import CandidateList, run_from_ranking, write_run
+from headrank.data import CandidateList, RankedRun, run_from_ranking, scored, write_run
 from headrank.datasets import load_dataset
 from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
 from headrank.ranker import HeadRanker
@@ -40,7 +40,7 @@ def rerank_lists(
     top_k: int,
     progress: bool = True,
     scores: dict[str, dict[str, float]] | None = None,
-) -> tuple[dict[str, list[tuple[str, float]]], Stopwatch]:
+) -> tuple[RankedRun, Stopwatch]:
     """Rerank the top-k of each list; the candidates below k keep their first-stage order under them.
 
     `ranker=None` keeps the first-stage order (the BM25 baseline). `scores`, when given, receives the
@@ -64,7 +64,7 @@ def rerank_lists(
 @dataclass
 class EvalResult:
     metrics: dict
-    run: dict[str, list[tuple[str, float]]]
+    run: RankedRun
 
 
 def evaluate_method(
@@ -82,14 +82,13 @@ def evaluate_method(
     lists = data.judged()[:limit] if limit else data.judged()
     model_scores: dict[str, dict[str, float]] = {}
     run, clock = rerank_lists(ranker, lists, top_k, progress, model_scores)
-    scored = {q: dict(items) for q, items in run.items()}
     metrics = {
         "dataset": dataset,
         "method": method,
         **describe_ranker(ranker),
         "top_k": top_k,
         "queries": len(lists),
-        **evaluate(scored, data.qrels),
+        **evaluate(scored(run), data.qrels),
         "seconds_per_query": clock.per_item,
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine(),

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from headrank.data import DataError, candidate_lists, write_candidates, write_run
+from headrank.data import DataError, RankedRun, candidate_lists, write_candidates, write_run
 
 CONFIG_FILE = "headrank-bm25.json"
 
@@ -84,7 +84,7 @@ class BM25Retriever:
         saved = json.loads((folder / CONFIG_FILE).read_text())
         return cls(bm25s.BM25.load(folder, show_progress=False), saved["docids"], BM25Config(**saved["config"]))
 
-    def search(self, queries: Mapping[str, str], k: int = 100) -> dict[str, list[tuple[str, float]]]:
+    def search(self, queries: Mapping[str, str], k: int = 100) -> RankedRun:
         """Top-k (docid, score) per query id, best first; documents sharing no term with the query are left out."""
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
