@@ -18,6 +18,28 @@ def tiny_folder(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("model") / "tiny")
 
 
+def _eval(data_dir, *args) -> int:
+    """`headrank eval --data-dir DATA ARGS... --quiet`, arguments given as any printable values."""
+    return main(["eval", "--data-dir", str(data_dir), *map(str, args), "--quiet"])
+
+
+def _rerank(model, heads: str, candidates, out) -> int:
+    return main(
+        [
+            "rerank",
+            "--model",
+            str(model),
+            "--heads",
+            heads,
+            "--candidates",
+            str(candidates),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+
+
 @pytest.fixture
 def mini_data(tmp_path):
     """A two-query dataset in the dl19 layout, and the same as dl21 (for training)."""
@@ -40,46 +62,12 @@ def mini_data(tmp_path):
 
 
 def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
-    assert (
-        main(
-            [
-                "eval",
-                "--data-dir",
-                str(mini_data),
-                "--dataset",
-                "dl19",
-                "--method",
-                "bm25",
-                "--out",
-                str(tmp_path / "bm25"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert _eval(mini_data, "--dataset", "dl19", "--method", "bm25", "--out", tmp_path / "bm25") == 0
     metrics = json.loads((tmp_path / "bm25" / "metrics.json").read_text())
     # q1: grades 3, 0, 2 in BM25 order; q2: ideal
     q1 = (3 + 2 / math.log2(4)) / (3 + 2 / math.log2(3))
     assert metrics["ndcg@10"] == pytest.approx((q1 + 1.0) / 2) and metrics["queries"] == 2
-    assert (
-        main(
-            [
-                "eval",
-                "--data-dir",
-                str(mini_data),
-                "--method",
-                "icr",
-                "--model",
-                str(tiny_folder),
-                "--top-k",
-                "2",
-                "--out",
-                str(tmp_path / "icr"),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert _eval(mini_data, "--method", "icr", "--model", tiny_folder, "--top-k", 2, "--out", tmp_path / "icr") == 0
     metrics = json.loads((tmp_path / "icr" / "metrics.json").read_text())
     for key in ("ndcg@10", "queries", "seconds_per_query", "peak_rss_mb", "layers_run"):
         assert key in metrics
@@ -93,23 +81,7 @@ def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
 def test_rerank_writes_a_trec_run(tiny_folder, mini_data, tmp_path):
     out = tmp_path / "run.trec"
     candidates = mini_data / "dl19" / "candidates.bm25top100.jsonl.gz"
-    assert (
-        main(
-            [
-                "rerank",
-                "--model",
-                str(tiny_folder),
-                "--heads",
-                "0-1,2-3",
-                "--candidates",
-                str(candidates),
-                "--out",
-                str(out),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    assert _rerank(tiny_folder, "0-1,2-3", candidates, out) == 0
     run = load_run(out)
     ranker = HeadRanker.from_pretrained(tiny_folder, heads="0-1,2-3")
     moved = False
@@ -123,57 +95,12 @@ def test_rerank_writes_a_trec_run(tiny_folder, mini_data, tmp_path):
 def test_cli_errors_are_clear(tiny_folder, mini_data, tmp_path, capsys):
     assert main(["eval", "--data-dir", str(tmp_path / "nowhere"), "--method", "bm25", "--out", str(tmp_path)]) == 2
     assert "data directory not found" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "eval",
-                "--data-dir",
-                str(mini_data),
-                "--method",
-                "icr",
-                "--model",
-                str(tmp_path / "x.gguf"),
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
+    assert _eval(mini_data, "--method", "icr", "--model", tmp_path / "x.gguf", "--out", tmp_path) == 2
     assert "GGUF file not found" in capsys.readouterr().err
-    candidates = str(mini_data / "dl19" / "candidates.bm25top100.jsonl.gz")
-    assert (
-        main(
-            [
-                "rerank",
-                "--model",
-                str(tiny_folder),
-                "--heads",
-                "7-7",
-                "--candidates",
-                candidates,
-                "--out",
-                str(tmp_path / "r"),
-            ]
-        )
-        == 2
-    )
+    candidates = mini_data / "dl19" / "candidates.bm25top100.jsonl.gz"
+    assert _rerank(tiny_folder, "7-7", candidates, tmp_path / "r") == 2
     assert "does not exist" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "eval",
-                "--data-dir",
-                str(mini_data),
-                "--dataset",
-                "msmarco-v9",
-                "--method",
-                "bm25",
-                "--out",
-                str(tmp_path),
-            ]
-        )
-        == 2
-    )
+    assert _eval(mini_data, "--dataset", "msmarco-v9", "--method", "bm25", "--out", tmp_path) == 2
     assert "unknown dataset" in capsys.readouterr().err
     assert main(["rerank", "--candidates", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "r")]) == 2
     assert "file not found" in capsys.readouterr().err
