@@ -207,6 +207,14 @@ def test_one_step_lowers_the_loss_and_changes_only_adapters():
     assert any(not torch.equal(after[k], v) for k, v in adapters.items())
 
 
+def test_without_validation_lists_the_last_checkpoint_is_kept():
+    trainer = PreferenceTrainer(_ranker(), TrainConfig(epochs=2, lr=1e-2, eval_every=1))
+    history = trainer.fit(_items(), [], progress=False)
+    assert history["best_step"] == 4 and history["evals"][-1]["validation"]["ndcg@10"] is None
+    final = trainer.adapter_state()
+    assert all(torch.equal(final[k], trainer.best_state[k]) for k in final)
+
+
 def test_learning_rate_warms_up_then_decays_to_zero():
     trainer = PreferenceTrainer(_ranker(), TrainConfig(lr=1.0, warmup=0.2))
     rates = [trainer.learning_rate(step, 10) for step in range(10)]

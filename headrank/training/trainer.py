@@ -125,7 +125,8 @@ class PreferenceTrainer:
         return self.config.lr * max(0.0, (total - step) / max(1, total - warm))
 
     def evaluate(self, sample: Sequence[TrainingList], validation: Sequence[TrainingList]) -> dict:
-        """One learning-curve point; keeps the adapter of the best validation nDCG@10 (the first on ties)."""
+        """One learning-curve point; keeps the adapter of the best validation nDCG@10 (the first on ties), or
+        the latest one when there are no validation lists to choose by."""
         start = time.perf_counter()
         point = {
             "step": self.steps_done,
@@ -136,7 +137,7 @@ class PreferenceTrainer:
         self.history["evals"].append(point)
         score = point["validation"]["ndcg@10"]
         best = self.best_point()
-        if best is None or (score is not None and score > best["validation"]["ndcg@10"]):
+        if best is None or score is None or score > best["validation"]["ndcg@10"]:
             self.history["best_step"] = self.steps_done
             self.best_state = self.adapter_state()
         return point
