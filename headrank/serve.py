@@ -129,9 +129,13 @@ class Scheduler:
                 job.future.set_exception(error)
 
 
-class TextDocument(BaseModel):
+class StrictRequest(BaseModel):
+    """No coercion (0 is not false, "3" is not 3): the server accepts exactly what its schema declares."""
+
     model_config = ConfigDict(strict=True)
 
+
+class TextDocument(StrictRequest):
     text: str
     title: str | None = None
 
@@ -154,12 +158,6 @@ RawScores = Annotated[
         "distance from the list's mean in standard deviations: the ranking is kept)",
     ),
 ]
-
-
-class StrictRequest(BaseModel):
-    """No coercion (0 is not false, "3" is not 3): the server accepts exactly what its schema declares."""
-
-    model_config = ConfigDict(strict=True)
 
 
 class RerankRequest(StrictRequest):

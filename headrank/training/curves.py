@@ -18,13 +18,14 @@ from headrank.training.lists import TrainingList
 def list_scores(
     ranker: HeadRanker, item: TrainingList, prefix_for: Callable[[object], PrefixCache | None] | None = None
 ) -> np.ndarray:
-    """The ranker's score of each text of a list (first-stage order), as inference computes it."""
-    scores = np.zeros(len(item.texts))
+    """The ranker's score of each text of a list (first-stage order): `HeadRanker.score`'s own reduction, with
+    the passage passes taken from `prefix_for` (the training cache) where given."""
     with torch.no_grad():
-        for prompt in ranker.prompts(item.query, item.texts):
-            prefix = prefix_for(prompt) if prefix_for else None
-            scores[prompt.order] = ranker.prompt_scores(prompt, prefix).scores.float().cpu().numpy()
-    return scores
+        passes = [
+            (prompt.order, ranker.prompt_scores(prompt, prefix_for(prompt) if prefix_for else None))
+            for prompt in ranker.prompts(item.query, item.texts)
+        ]
+    return np.asarray(ranker.combine(len(item.texts), passes))
 
 
 def curve_point(
