@@ -1,5 +1,7 @@
-"""Scores pinned bit for bit: computed by the code before the training/structure rewrite (commit 67a5646) and
-held exactly since, so a refactor that changes any score shows here. float.hex keeps every bit."""
+"""Scores pinned as computed by the code before the training/structure rewrite (commit 67a5646), so a refactor
+that changes any score shows here. float.hex keeps every bit, and on the machine that pinned them they held bit
+for bit; another CPU's kernels round the last bits differently (an AMD EPYC with AVX512-BF16 differs by 9e-8 on
+scores of 0.3), so the check is the order exactly and every score within 1e-5 of the list's largest."""
 
 from __future__ import annotations
 
@@ -84,17 +86,20 @@ EMBEDDED = {
 }
 
 
-def _hex(scores: list[float]) -> list[str]:
-    return [float.hex(float(s)) for s in scores]
+def _assert_pinned(scores: list[float], pinned: list[str]) -> None:
+    want = [float.fromhex(h) for h in pinned]
+    scale = max(abs(w) for w in want)
+    assert sorted(range(len(want)), key=lambda i: -want[i]) == sorted(range(len(scores)), key=lambda i: -scores[i])
+    assert scores == pytest.approx(want, rel=0, abs=1e-5 * scale)
 
 
 def test_tiny_scores_are_unchanged():
-    assert _hex(HeadRanker(tiny_backbone(), RankerConfig()).score(FLEA_QUERY, DOCS)) == TINY["tiny_icr"]
+    _assert_pinned(HeadRanker(tiny_backbone(), RankerConfig()).score(FLEA_QUERY, DOCS), TINY["tiny_icr"])
     subset = RankerConfig(heads=HeadSet.of([(0, 1), (1, 0), (2, 3)]))
-    assert _hex(HeadRanker(tiny_backbone(), subset).score(FLEA_QUERY, DOCS)) == TINY["tiny_subset"]
+    _assert_pinned(HeadRanker(tiny_backbone(), subset).score(FLEA_QUERY, DOCS), TINY["tiny_subset"])
     windows = HeadRanker(tiny_backbone(), RankerConfig(max_length=150))
     assert len(windows.prompts(FLEA_QUERY, DOCS)) > 1
-    assert _hex(windows.score(FLEA_QUERY, DOCS)) == TINY["tiny_windows"]
+    _assert_pinned(windows.score(FLEA_QUERY, DOCS), TINY["tiny_windows"])
 
 
 @pytest.mark.slow
@@ -109,6 +114,6 @@ def test_embedded_scores_are_unchanged(data_dir):
     assert lst.qid == EMBEDDED_DL19_QID
     heads = Path(__file__).resolve().parents[1] / "docs" / "headrank" / "heads-selected.json"
     artifact = HeadRanker.from_pretrained(DEFAULT_ARTIFACT, dtype="float32")
-    assert _hex(artifact.score(lst.query, lst.documents())) == EMBEDDED["embedded_artifact"]
+    _assert_pinned(artifact.score(lst.query, lst.documents()), EMBEDDED["embedded_artifact"])
     subset = HeadRanker.from_pretrained("embedded", heads=str(heads), dtype="float32")
-    assert _hex(subset.score(lst.query, lst.documents())) == EMBEDDED["embedded_subset"]
+    _assert_pinned(subset.score(lst.query, lst.documents()), EMBEDDED["embedded_subset"])
