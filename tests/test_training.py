@@ -296,11 +296,15 @@ def _tiny_dataset(tmp_path, queries: int = 6):
 @pytest.mark.parametrize("adapters", ["query", "all"])
 def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
     folder = save_tiny(tmp_path / "base")
-    ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-0")
+    ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-0", dtype="float32")
     config = TrainConfig(epochs=2, lr=1e-2, adapters=adapters, eval_every=1)
     out = train_artifact(ranker, config, _tiny_dataset(tmp_path), ["dl21"], tmp_path / "art", progress=False)
     trained = ranker.score(FLEA_QUERY, DOCS)  # the best validation adapter was loaded back before saving
-    loaded = HeadRanker.from_pretrained(out)
+    untrained = HeadRanker.from_pretrained(folder, heads="0-1,1-0", dtype="float32").score(FLEA_QUERY, DOCS)
+    assert trained != pytest.approx(untrained, abs=1e-2)  # the adapter moves scores by more than 0.01
+    half = HeadRanker.from_pretrained(out, dtype="bfloat16")  # trained in float32, served in bfloat16
+    assert half.score(FLEA_QUERY, DOCS) == pytest.approx(trained, abs=2e-3)  # measured: 3e-4, as for the base
+    loaded = HeadRanker.from_pretrained(out, dtype="float32")
     assert loaded.depth == 2 and loaded.heads.heads == ((0, 1), (1, 0))
     assert loaded.score(FLEA_QUERY, DOCS) == pytest.approx(trained, abs=1e-5)
     manifest = read_manifest(out)
