@@ -26,7 +26,8 @@ def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> Non
         "--dtype",
         default="auto",
         choices=DTYPE_CHOICES,
-        help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, else float32",
+        help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, else float32 "
+        "(select-heads and train: float32, so that what they choose does not depend on the machine)",
     )
     group.add_argument("--device", default="cpu")
     group.add_argument(
@@ -55,13 +56,15 @@ def _ranker_options(args) -> dict:
     }
 
 
-def _ranker(args, heads: str | None = None):
+def _ranker(args, heads: str | None = None, reference: bool = False):
+    """`reference`: selection and training, whose "auto" dtype is float32 so that what they choose or learn
+    does not depend on the machine (inference then runs in the machine's dtype)."""
     from headrank.ranker import HeadRanker
 
     return HeadRanker.from_pretrained(
         args.model,
         heads=heads or args.heads,
-        dtype=args.dtype,
+        dtype="float32" if reference and args.dtype == "auto" else args.dtype,
         device=args.device,
         truncate=not args.no_truncate,
         **_ranker_options(args),
@@ -111,28 +114,37 @@ def cmd_eval(args) -> None:
 def cmd_select_heads(args) -> None:
     from headrank.data import default_data_dir
     from headrank.datasets import judged_lists
-    from headrank.heads import HeadTable, collect_head_table, head_stats, select_heads, write_stats
+    from headrank.heads import HeadTable, collect_head_table, head_stats, merge_tables, select_heads, write_stats
+    from headrank.training.lists import held_out
 
     out = Path(args.out)
     table_path = out / "head_table.npz"
+    data_dir = default_data_dir(args.data_dir)
+    validation: set[str] = set()
     if args.reuse and table_path.is_file():
         table = HeadTable.load(table_path)
     else:
-        data_dir = default_data_dir(args.data_dir)
-        ranker = _ranker(args, heads="all")
-        lists, qrels = [], {}
+        ranker = _ranker(args, heads="all", reference=True)
+        tables = []
         for name in args.dataset:
-            judged, judgements = judged_lists(name, data_dir, args.top_k, args.limit)
-            lists += judged
-            qrels.update(judgements)
-        table = collect_head_table(ranker, lists, qrels, progress=not args.quiet)
+            lists, qrels = judged_lists(name, data_dir, args.top_k, args.limit)
+            tables.append(collect_head_table(ranker, lists, qrels, progress=not args.quiet, source=name))
+        table = merge_tables(tables)
         out.mkdir(parents=True, exist_ok=True)
         table.save(table_path)
-    stats = head_stats(table)
+    if args.validation:  # the queries `headrank train` holds out with the same split: never chosen on
+        for name in dict.fromkeys(table.sources or args.dataset):
+            lists, qrels = judged_lists(name, data_dir, args.top_k, args.limit)
+            validation |= held_out(lists, qrels, args.top_k, args.validation, args.seed)[1]
+    train = table.subset(q for q in table.qids if q not in validation)
+    stats = head_stats(train)
     write_stats(stats, out, args.lam, args.measure)
-    chosen = select_heads(stats, args.k, args.lam, args.measure)
+    chosen = select_heads(stats, args.k, args.lam, args.measure, args.max_depth)
     chosen.save(out / "heads.json")
-    print(f"selected {len(chosen.heads)} heads (truncation depth {chosen.depth}): {chosen.describe()}")
+    print(
+        f"selected {len(chosen.heads)} heads on {len(train.qids)} queries ({len(table.qids) - len(train.qids)} held "
+        f"out for validation), truncation depth {chosen.depth}: {chosen.describe()}"
+    )
     print(f"wrote {out / 'heads.json'}, head_stats.csv/json and heatmaps in {out}")
 
 
@@ -145,7 +157,7 @@ def cmd_train(args) -> None:
     fields = {name: getattr(args, _train_dest(name)) for name in _TRAIN_FIELDS}
     config = TrainConfig(**fields, lora_alpha=2 * args.lora_rank, standardise=not args.raw_scores)
     folder = train_artifact(
-        _ranker(args),
+        _ranker(args, reference=True),
         config,
         default_data_dir(args.data_dir),
         args.dataset,
@@ -414,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=16, help="heads to keep")
     p.add_argument("--lam", type=float, default=0.5, help="entropy weight lambda in D - lambda*H (0: QRHead)")
     p.add_argument("--measure", default="ndcg", choices=["ndcg", "pair_accuracy"], help="discriminability D")
+    p.add_argument("--max-depth", type=int, default=None, help="choose heads only in the first N layers (N layers run)")
+    p.add_argument(
+        "--validation",
+        type=float,
+        default=0.2,
+        help="share of each dataset's queries held out, the same ones `headrank train` holds out (0: use all)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation split (as train's --seed)")
     p.add_argument("--reuse", action="store_true", help="reuse OUT/head_table.npz instead of running the model")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")

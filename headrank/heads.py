@@ -1,11 +1,12 @@
-"""Head statistics on labelled lists and entropy-regularized head selection (D - lambda * H)."""
+"""Head statistics on labelled lists and entropy-regularized head selection (D - lambda * H), optionally within a
+depth budget: the deepest selected layer fixes how many layers every query runs."""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,9 +44,33 @@ class HeadTable:
     """per query [heads, docs] uncalibrated attention mass (for the entropy)."""
     grades: list[np.ndarray]
     ideal: list[list[int]]
+    sources: list[str] = field(default_factory=list)
+    """the dataset of each query (empty: one source); statistics weigh every source equally."""
+
+    def source_of(self, i: int) -> str:
+        return self.sources[i] if self.sources else ""
+
+    def subset(self, qids: Iterable[str]) -> HeadTable:
+        """The same table restricted to `qids` (e.g. the training side of a split)."""
+        wanted = set(qids)
+        keep = [i for i, q in enumerate(self.qids) if q in wanted]
+        columns = (self.qids, self.calibrated, self.raw, self.grades, self.ideal)
+        return HeadTable(self.heads, *([c[i] for i in keep] for c in columns), [self.source_of(i) for i in keep])
+
+    def set_ndcg(self, heads: HeadSet, k: int = 10) -> np.ndarray:
+        """Per query, nDCG@k of the ranking a head set gives (the weighted sum of its heads' calibrated rows):
+        the same ranking as HeadRanker with those heads, since truncation changes no kept layer."""
+        rows = [self.heads.index(h) for h in heads.heads]
+        weights = np.asarray(heads.weight_vector(), dtype=np.float32)
+        return np.asarray(
+            [
+                ndcg_at((weights @ cal[rows])[None, :], grades, ideal, k)[0]
+                for cal, grades, ideal in zip(self.calibrated, self.grades, self.ideal)
+            ]
+        )
 
     def save(self, path: str | Path) -> None:
-        arrays = {"heads": np.asarray(self.heads), "qids": np.asarray(self.qids)}
+        arrays = {"heads": np.asarray(self.heads), "qids": np.asarray(self.qids), "sources": np.asarray(self.sources)}
         for i in range(len(self.qids)):
             arrays[f"cal{i}"], arrays[f"raw{i}"] = self.calibrated[i], self.raw[i]
             arrays[f"grades{i}"], arrays[f"ideal{i}"] = self.grades[i], np.asarray(self.ideal[i])
@@ -62,12 +87,13 @@ class HeadTable:
             raw=[z[f"raw{i}"] for i in range(n)],
             grades=[z[f"grades{i}"] for i in range(n)],
             ideal=[z[f"ideal{i}"].tolist() for i in range(n)],
+            sources=[str(x) for x in z["sources"]] if "sources" in z else [],
         )
 
 
 @torch.inference_mode()
 def collect_head_table(
-    ranker: HeadRanker, lists: Sequence[CandidateList], qrels: Qrels, progress: bool = True
+    ranker: HeadRanker, lists: Sequence[CandidateList], qrels: Qrels, progress: bool = True, source: str = ""
 ) -> HeadTable:
     """One pass per list over every head the ranker holds: calibrated and raw per-head passage scores."""
     table = HeadTable(list(ranker.heads.heads), [], [], [], [], [])
@@ -86,7 +112,19 @@ def collect_head_table(
         table.raw.append(raw)
         table.grades.append(np.asarray([judged.get(d, 0) for d in lst.docids()], dtype=float))
         table.ideal.append(list(judged.values()))
+    if source:
+        table.sources = [source] * len(table.qids)
     return table
+
+
+def merge_tables(tables: Sequence[HeadTable]) -> HeadTable:
+    """One table from several (e.g. one per dataset), each query keeping its source."""
+    if any(t.heads != tables[0].heads for t in tables):
+        raise ValueError("head tables over different heads cannot be merged")
+    columns = ("qids", "calibrated", "raw", "grades", "ideal")
+    merged = [[row for t in tables for row in getattr(t, name)] for name in columns]
+    sources = [t.source_of(i) for t in tables for i in range(len(t.qids))]
+    return HeadTable(tables[0].heads, *merged, sources)
 
 
 @dataclass
@@ -122,9 +160,11 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 
 
 def head_stats(table: HeadTable) -> HeadStats:
-    """Mean over queries with at least one relevant candidate (a list without one cannot discriminate)."""
-    ndcg, pairs, entropy = [], [], []
-    for cal, raw, grades, ideal in zip(table.calibrated, table.raw, table.grades, table.ideal):
+    """Mean over queries with at least one relevant candidate (a list without one cannot discriminate), per
+    source, then over sources: a dataset of 160 queries does not drown one of 40."""
+    per_source: dict[str, tuple[list, list, list]] = {}
+    for i, (cal, raw, grades, ideal) in enumerate(zip(table.calibrated, table.raw, table.grades, table.ideal)):
+        ndcg, pairs, entropy = per_source.setdefault(table.source_of(i), ([], [], []))
         entropy.append(normalized_entropy(raw))
         if grades.max() <= 0:
             continue
@@ -132,25 +172,35 @@ def head_stats(table: HeadTable) -> HeadStats:
         accuracy, count = adjacent_pair_accuracy(cal, grades)
         if count:
             pairs.append(accuracy)
-    if not ndcg:
+    sources = [parts for parts in per_source.values() if parts[0]]
+    if not sources:
         raise ValueError("no training list holds a relevant candidate: head statistics need graded lists")
+    chance = np.full(len(table.heads), 0.5)
     return HeadStats(
         heads=table.heads,
-        ndcg=np.mean(ndcg, axis=0),
-        pair_accuracy=np.mean(pairs, axis=0) if pairs else np.full(len(table.heads), 0.5),
-        entropy=np.mean(entropy, axis=0),
+        ndcg=np.mean([np.mean(ndcg, axis=0) for ndcg, _, _ in sources], axis=0),
+        pair_accuracy=np.mean([np.mean(pairs, axis=0) if pairs else chance for _, pairs, _ in sources], axis=0),
+        entropy=np.mean([np.mean(entropy, axis=0) for _, _, entropy in sources], axis=0),
     )
 
 
-def select_heads(stats: HeadStats, k: int = 16, lam: float = 0.5, measure: str = "ndcg") -> HeadSet:
-    """Top-k heads by D - lambda * H (lambda = 0 and measure ndcg is QRHead)."""
+def select_heads(
+    stats: HeadStats, k: int = 16, lam: float = 0.5, measure: str = "ndcg", max_depth: int | None = None
+) -> HeadSet:
+    """Top-k heads by D - lambda * H (lambda = 0 and measure ndcg is QRHead), among the heads of the first
+    `max_depth` layers when given: the ranker then runs at most that many layers. The score is standardised
+    over all heads, so a budget keeps the best heads by the same score, not a re-weighted one."""
     if measure not in ("ndcg", "pair_accuracy"):
         raise ValueError(f"measure must be 'ndcg' or 'pair_accuracy', not {measure!r}")
-    if not 1 <= k <= len(stats.heads):
-        raise ValueError(f"k must be in 1..{len(stats.heads)}, got {k}")
-    score = stats.selection_score(lam, measure)
+    eligible = [i for i, (layer, _) in enumerate(stats.heads) if max_depth is None or layer < max_depth]
+    if max_depth is not None and max_depth < 1:
+        raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+    if not 1 <= k <= len(eligible):
+        within = f" within the first {max_depth} layers" if max_depth is not None else ""
+        raise ValueError(f"k must be in 1..{len(eligible)} (the heads{within}), got {k}")
+    score = stats.selection_score(lam, measure)[eligible]
     best = np.argsort(-score, kind="stable")[:k]
-    return HeadSet.of(stats.heads[i] for i in best)
+    return HeadSet.of(stats.heads[eligible[i]] for i in best)
 
 
 def write_stats(stats: HeadStats, out: Path, lam: float, measure: str = "ndcg") -> None:

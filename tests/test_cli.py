@@ -115,6 +115,12 @@ def test_select_train_eval_analyze_pipeline(tiny_folder, mini_data, tmp_path, ca
     assert len(heads) == 3 and (sel / "heatmap_entropy.png").is_file() and (sel / "head_table.npz").is_file()
     assert main(["select-heads", *data, "--k", "2", "--lam", "0", "--reuse", "--out", str(sel), "--quiet"]) == 0
     assert len(json.loads((sel / "heads.json").read_text())["heads"]) == 2
+    budget = ["select-heads", *data, "--k", "3", "--max-depth", "2", "--reuse", "--out", str(sel / "d2"), "--quiet"]
+    (sel / "d2").mkdir()
+    (sel / "d2" / "head_table.npz").symlink_to(sel / "head_table.npz")
+    assert main(budget) == 0
+    layers = {h["layer"] for h in json.loads((sel / "d2" / "heads.json").read_text())["heads"]}
+    assert layers <= {0, 1} and f"truncation depth {max(layers) + 1}:" in capsys.readouterr().out
     art = tmp_path / "art"
     train = ["train", *model, *data, "--heads", str(sel / "heads.json"), "--epochs", "2", "--out", str(art), "--quiet"]
     assert main(train) == 0

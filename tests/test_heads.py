@@ -13,12 +13,15 @@ from headrank.heads import (
     adjacent_pair_accuracy,
     collect_head_table,
     head_stats,
+    merge_tables,
     ndcg_at,
     normalized_entropy,
     select_heads,
     write_stats,
 )
-from headrank.ranker import HeadRanker
+from headrank.headset import HeadSet
+from headrank.ranker import HeadRanker, RankerConfig
+from headrank.testing import tiny_backbone
 
 from .conftest import DOCS, FLEA_QUERY
 
@@ -74,3 +77,62 @@ def test_collect_and_write(lexical, tmp_path):
     write_stats(stats, tmp_path / "out", lam=0.5)
     for name in ("head_stats.csv", "head_stats.json", "heatmap_ndcg.png", "heatmap_entropy.png"):
         assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def _stats_over_layers() -> HeadStats:
+    """Three layers of two heads; the best heads sit deep."""
+    return HeadStats(
+        heads=[(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)],
+        ndcg=np.array([0.40, 0.45, 0.50, 0.30, 0.70, 0.65]),
+        pair_accuracy=np.full(6, 0.5),
+        entropy=np.full(6, 0.5),
+    )
+
+
+def test_a_depth_budget_keeps_the_best_heads_within_it():
+    stats = _stats_over_layers()
+    assert select_heads(stats, k=2, lam=0.0).heads == ((2, 0), (2, 1))  # no budget: 3 layers run
+    within = select_heads(stats, k=2, lam=0.0, max_depth=2)
+    assert within.heads == ((0, 1), (1, 0)) and within.depth == 2
+    assert select_heads(stats, k=2, lam=0.0, max_depth=3) == select_heads(stats, k=2, lam=0.0)
+    with pytest.raises(ValueError, match="within the first 1 layers"):
+        select_heads(stats, k=3, lam=0.0, max_depth=1)
+    with pytest.raises(ValueError, match="max_depth must be at least 1"):
+        select_heads(stats, k=1, max_depth=0)
+
+
+def _table(sources: list[str], rows: list[list[float]], grades: list[list[float]]) -> HeadTable:
+    """One head; each query's calibrated row and grades by hand (raw = calibrated)."""
+    cal = [np.asarray([r], dtype=np.float32) for r in rows]
+    g = [np.asarray(x) for x in grades]
+    return HeadTable([(0, 0)], [f"q{i}" for i in range(len(rows))], cal, cal, g, [list(x) for x in grades], sources)
+
+
+def test_every_source_weighs_the_same_in_head_statistics(tmp_path):
+    right, wrong = [2.0, 1.0], [1.0, 2.0]  # one relevant passage first: nDCG 1, else 1/log2(3)
+    table = _table(["big", "big", "big", "small"], [right, right, right, wrong], [[1, 0]] * 4)
+    low = 1 / np.log2(3)
+    assert head_stats(table).ndcg[0] == pytest.approx((1.0 + low) / 2)  # not (3 + low) / 4
+    table.save(tmp_path / "t.npz")
+    again = HeadTable.load(tmp_path / "t.npz")
+    assert again.sources == table.sources
+    assert head_stats(again.subset(["q0", "q1"])).ndcg[0] == pytest.approx(1.0)
+    merged = merge_tables([table.subset(["q3"]), table.subset(["q0"])])
+    assert merged.qids == ["q3", "q0"] and merged.sources == ["small", "big"]
+
+
+def test_a_head_sets_table_ndcg_is_the_rankers():
+    """Summing head rows of the full-depth table ranks as a ranker built with only those heads, cut after the
+    deepest one: what lets every depth budget be scored from one table."""
+    qrels = {"q": {"d2": 2, "d4": 1, "d0": 1}}
+    lst = CandidateList("q", FLEA_QUERY, [Candidate(f"d{i}", t) for i, t in enumerate(DOCS)])
+    table = collect_head_table(HeadRanker(tiny_backbone()), [lst], qrels, progress=False)
+    seen = set()
+    for heads in ("0-1", "2-3", "1-0,3-2", "0-0,0-3,1-1"):
+        subset = HeadRanker(tiny_backbone(), RankerConfig(heads=HeadSet.parse(heads)))
+        assert subset.layer_calls() == HeadSet.parse(heads).depth
+        scores = np.asarray(subset.score(FLEA_QUERY, DOCS))
+        want = ndcg_at(scores[None, :], table.grades[0], table.ideal[0])[0]
+        assert table.set_ndcg(HeadSet.parse(heads))[0] == pytest.approx(want)
+        seen.add(round(float(want), 6))
+    assert len(seen) > 1  # the head sets rank differently: the equality is not between constants

@@ -48,6 +48,17 @@ def split_queries(qids: Sequence[str], fraction: float, seed: int = 0) -> tuple[
     return [q for q in qids if q not in held], [q for q in qids if q in held]
 
 
+def held_out(
+    lists: Sequence[CandidateList], qrels: Qrels, size: int, fraction: float, seed: int = 0
+) -> tuple[list[TrainingList], set[str]]:
+    """(usable lists, the query ids held out for validation) of one dataset: `headrank train` and `headrank
+    select-heads` call this with the same arguments, so heads are never chosen on a validation query."""
+    usable = training_lists(lists, qrels, size)
+    if not fraction:
+        return usable, set()
+    return usable, set(split_queries([i.qid for i in usable], fraction, seed)[1])
+
+
 @dataclass
 class TrainingData:
     train: list[TrainingList]
@@ -74,11 +85,9 @@ def load_training_data(
     train: list[TrainingList] = []
     validation: list[TrainingList] = []
     for name in datasets:
-        usable = training_lists(*judged_lists(name, data_dir, size, limit), size)
-        _, held = split_queries([i.qid for i in usable], fraction, seed)
-        held_set = set(held)
-        train += [i for i in usable if i.qid not in held_set]
-        validation += [i for i in usable if i.qid in held_set]
+        usable, held = held_out(*judged_lists(name, data_dir, size, limit), size, fraction, seed)
+        train += [i for i in usable if i.qid not in held]
+        validation += [i for i in usable if i.qid in held]
     if not train:
         raise ValueError("no training list has two candidates whose grades differ by one")
     return TrainingData(train, validation, list(datasets))
