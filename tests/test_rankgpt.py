@@ -114,3 +114,16 @@ def test_bad_input_is_refused(tiny):
     with pytest.raises(TypeError, match="document 0"):
         ranker.rank(FLEA_QUERY, [3])
     assert len(ranker.rank(FLEA_QUERY, [])) == 0
+
+
+def test_generation_cost_counts_tokens_and_splits_prefill_from_decoding(tiny):
+    ranker = RankGPT(tiny, RankGPTConfig(window=4, step=2, max_passage_tokens=16, max_new_tokens=6))
+    answer = ranker.generate(FLEA_QUERY, DOCS[:4])
+    cost = ranker.cost
+    assert cost.windows == 1 and cost.prompt_tokens == len(ranker.prompt_ids(FLEA_QUERY, DOCS[:4]))
+    assert 1 <= cost.generated_tokens <= 6 and cost.forward_passes == cost.generated_tokens
+    assert len(tiny.tokenizer.encode(answer, add_special_tokens=False)) <= cost.generated_tokens
+    assert cost.prefill_seconds > 0 and (cost.decode_seconds > 0) == (cost.generated_tokens > 1)
+    first = cost.generated_tokens
+    ranker.rank(FLEA_QUERY, DOCS)  # two more windows add to the same account
+    assert ranker.cost.windows == 3 and ranker.cost.generated_tokens >= first + 2

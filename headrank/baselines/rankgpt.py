@@ -8,6 +8,7 @@ full permutation of its ids is a formatting failure and keeps its input order (c
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -114,6 +115,36 @@ class FormattingStats:
         return 1.0 - self.failures / self.windows if self.windows else 1.0
 
 
+@dataclass
+class GenerationCost:
+    """Where generation spends its time, summed over windows: the prefill (one pass over the prompt, up to the
+    first token) against decoding (one pass per further token), which reading attention never pays."""
+
+    windows: int = 0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def forward_passes(self) -> int:
+        """The prefill produces the first token; each further token costs one more pass."""
+        return self.generated_tokens
+
+
+class _TokenClock:
+    """A `generate` streamer that only timestamps: `put` comes once with the prompt, then once per new token."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
 class RankGPT:
     """Generative listwise reranker with the `rank(query, docs, doc_ids)` interface of HeadRanker."""
 
@@ -122,6 +153,7 @@ class RankGPT:
         self.config = config or RankGPTConfig()
         self.generate = generator or self._generate
         self.stats = FormattingStats()
+        self.cost = GenerationCost()
 
     @classmethod
     def from_pretrained(
@@ -192,6 +224,8 @@ class RankGPT:
         device = model.get_input_embeddings().weight.device
         input_ids = torch.tensor([ids], device=device)
         eos = tokenizer.eos_token_id
+        clock = _TokenClock()
+        start = time.perf_counter()
         out = model.generate(
             input_ids,
             attention_mask=torch.ones_like(input_ids),
@@ -199,7 +233,15 @@ class RankGPT:
             max_new_tokens=budget,
             eos_token_id=eos,
             pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+            streamer=clock,
         )
+        end = time.perf_counter()
+        first = clock.times[1] if len(clock.times) > 1 else end
+        self.cost.windows += 1
+        self.cost.prompt_tokens += len(ids)
+        self.cost.generated_tokens += out.shape[1] - len(ids)
+        self.cost.prefill_seconds += first - start
+        self.cost.decode_seconds += end - first
         return tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
     def rerank_order(self, query: str, texts: Sequence[str]) -> list[int]:
