@@ -74,15 +74,26 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> str:
+    """The CPU, its cores and what torch dispatches to on it (its capability and the native-bfloat16 flags):
+    what a timing needs beside it to mean anything."""
+    import os
+
+    from headrank.precision import NATIVE_BF16_FLAGS, cpu_flags
+
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
             cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    import os
+    described = f"{cpu}, {os.cpu_count()} cores"
+    if "torch" in sys.modules:
+        import torch
 
-    return f"{cpu}, {os.cpu_count()} cores"
+        native = sorted(set(NATIVE_BF16_FLAGS) & cpu_flags())
+        described += f", torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
+        described += f" with {', '.join(native)}" if native else " without AVX512-BF16/AMX"
+    return described
 
 
 @dataclass
