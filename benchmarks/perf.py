@@ -1,10 +1,13 @@
-"""One command for the cost side of HeadRank: speed against ICR and RankGPT, growth with list size and passage
-length, FLOPs against the matmul throughput this machine reaches, a profile of one query, and the effect of
-the speed settings we tried (before/after). Writes perf.md, perf.json and PNG plots to --out.
+"""One command for the cost side of HeadRank: HeadRank against ICR and generation (RankGPT) at top-20/50/100 with
+where each method's time goes (prefill vs decoding), each compute dtype against float32 (speed and ranking
+agreement), growth with list size and passage length, FLOPs against the matmul throughput this machine
+reaches, a profile of one query, and the speed settings we tried (before/after). Writes perf.md, perf.json
+and PNG plots to --out.
 
     flock /tmp/headrank-cpu.lock .venv/bin/python benchmarks/perf.py --data-dir ../shared/data --out DIR
 
-Small by default (a few queries): the figures are latencies, not quality. `--device cuda` runs the same on a GPU.
+HeadRank is the committed trained ranker at the default dtype ("auto": what this machine runs natively)
+unless --artifact or --heads say otherwise. `--device cuda` runs the same on a GPU.
 """
 
 from __future__ import annotations
@@ -22,20 +25,24 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from headrank.backbone import Backbone, load_backbone
-from headrank.baselines.rankgpt import RankGPT
-from headrank.data import CandidateList, default_data_dir
+from headrank.analysis import kendall_tau
+from headrank.artifact import DEFAULT_ARTIFACT
+from headrank.backbone import load_backbone
+from headrank.baselines.rankgpt import GenerationCost, RankGPT
+from headrank.data import CandidateList, Qrels, default_data_dir
 from headrank.datasets import load_dataset
-from headrank.evaluate import format_table, machine
-from headrank.headset import HeadSet
+from headrank.evaluate import evaluate, format_table, machine
 from headrank.prompt import ListwisePrompt, PromptTemplate
 from headrank.ranker import HeadRanker, RankerConfig
+from headrank.results import best_first
 from headrank.scoring import query_attention, score_list
+from headrank.significance import compare_runs
 
-DEFAULT_HEADS = ",".join(f"{layer}-{head}" for layer in range(8, 16) for head in (2, 6))
-"""16 heads within the first 16 layers: the cost depends on the depth (16 of 30 layers), not on which heads."""
+SECTIONS = ("methods", "dtype", "profile", "scaling", "forward", "settings")
+SECONDS = ("seconds", "cpu_seconds", "prefill_seconds", "decode_seconds")
 
 
 def sync(device: str) -> None:
@@ -143,21 +150,6 @@ def rank_all(ranker, lists: Sequence[CandidateList]) -> list[list[str]]:
     return [[r.doc_id for r in ranker.rank(lst.query, lst.documents(), lst.docids())] for lst in lists]
 
 
-def time_queries(ranker, lists: Sequence[CandidateList], device: str) -> tuple[Timing, list[list[str]]]:
-    """Per-query times over the lists after one warm-up query (first calls pay one-off setup)."""
-    rank_all(ranker, lists[:1])
-    timing, rankings = Timing(), []
-    with PeakMemory(device) as memory:
-        for lst in lists:
-            sync(device)
-            start = clock()
-            rankings += rank_all(ranker, [lst])
-            sync(device)
-            timing.add(start)
-    timing.peak_mb, timing.growth_mb = memory.peak_mb, memory.growth_mb
-    return timing, rankings
-
-
 # ---------------------------------------------------------------- FLOPs and the machine's matmul throughput
 
 
@@ -193,11 +185,13 @@ def pass_flops(
     return {"prefix": prefix, "suffix": suffix, "total": prefix + suffix}
 
 
-def matmul_throughput(device: str, m: int, k: int, n: int, repeats: int = 10) -> float:
-    """FLOP per CPU-second (per wall second on CUDA) of a plain float32 [m,k] @ [k,n]: what the model's
-    biggest matmuls can reach here."""
-    a = torch.randn(m, k, device=device)
-    b = torch.randn(k, n, device=device)
+def matmul_throughput(
+    device: str, m: int, k: int, n: int, repeats: int = 10, dtype: torch.dtype = torch.float32
+) -> float:
+    """FLOP per CPU-second (per wall second on CUDA) of a plain [m,k] @ [k,n] in the model's dtype: what the
+    model's biggest matmuls can reach here."""
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     timing, _ = timed(lambda: a @ b, device, repeats)
@@ -261,41 +255,156 @@ def op_table(ranker: HeadRanker, lst: CandidateList, device: str, rows: int = 8)
 @dataclass
 class Setup:
     model: str
-    heads: HeadSet
     device: str
     lists: list[CandidateList]
 
 
-def load_lists(data_dir: Path, dataset: str, queries: int, depth: int = 100) -> list[CandidateList]:
-    judged = load_dataset(dataset, data_dir, depth=depth).judged()
-    if len(judged) < queries:
-        raise SystemExit(f"{dataset} has {len(judged)} judged queries, fewer than --queries {queries}")
-    return judged[:queries]
+@dataclass
+class ListCost:
+    """One list reranked by one method: its time, what it processed, and where the time went."""
+
+    seconds: float
+    cpu_seconds: float
+    windows: int
+    forward_passes: int
+    prompt_tokens: int
+    generated_tokens: int
+    prefill_seconds: float
+    decode_seconds: float
+    ranking: list[str]
 
 
-def compare_methods(full: Backbone, selected: HeadRanker, setup: Setup, top_k: int, rankgpt: bool) -> list[dict]:
-    lists = [lst.head(top_k) for lst in setup.lists]
-    rankers = {"HeadRank (selected heads, truncated)": selected, "ICR (all heads, full depth)": HeadRanker(full)}
-    if rankgpt:
-        rankers["RankGPT (generative, window 20/10)"] = RankGPT(full)
+def attention_cost(ranker: HeadRanker, lst: CandidateList, device: str) -> ListCost:
+    """HeadRanker.score's own calls, timed: per window one pass over the passages and one batched pass of the
+    query and its N/A twin over their cache. Every pass is a prefill: nothing is decoded."""
+    sync(device)
+    start = clock()
+    with torch.inference_mode():
+        prompts = ranker.prompts(lst.query, lst.documents())
+        scores = ranker.combine(
+            len(lst.candidates), [(p.order, ranker.prompt_scores(p, ranker.encode(p))) for p in prompts]
+        )
+    sync(device)
+    wall, cpu = (end - begin for end, begin in zip(clock(), start))
+    calibrate = ranker.config.scoring.calibrate
+    tokens = sum(len(p.input_ids) + (len(p.calibration_ids) if calibrate else 0) for p in prompts)
+    docids = lst.docids()
+    return ListCost(
+        wall, cpu, len(prompts), 2 * len(prompts), tokens, 0, wall, 0.0, [docids[i] for i in best_first(scores)]
+    )
+
+
+def generation_cost(ranker: RankGPT, lst: CandidateList, device: str) -> ListCost:
+    """RankGPT.rank, with its generation clock read: one prefill per window, then one pass per further token."""
+    ranker.cost = GenerationCost()
+    sync(device)
+    start = clock()
+    ranked = ranker.rank(lst.query, lst.documents(), lst.docids())
+    sync(device)
+    wall, cpu = (end - begin for end, begin in zip(clock(), start))
+    c = ranker.cost
+    return ListCost(
+        wall,
+        cpu,
+        c.windows,
+        c.forward_passes,
+        c.prompt_tokens,
+        c.generated_tokens,
+        c.prefill_seconds,
+        c.decode_seconds,
+        [r.doc_id for r in ranked],
+    )
+
+
+def list_cost(ranker, lst: CandidateList, device: str) -> ListCost:
+    return generation_cost(ranker, lst, device) if isinstance(ranker, RankGPT) else attention_cost(ranker, lst, device)
+
+
+def compare_methods(rankers: dict, lists: Sequence[CandidateList], depths: Sequence[int], device: str) -> list[dict]:
+    """Every method on the same lists at each list depth, the methods interleaved list by list (so a slower
+    stretch of the machine hits all of them), each with its own windows: HeadRank and ICR split a list only
+    when it outgrows the context, RankGPT slides its window of 20 by 10 from the bottom."""
+    for ranker in rankers.values():  # first calls pay one-off setup
+        list_cost(ranker, lists[0].head(5), device)
     rows = []
-    for name, ranker in rankers.items():
-        timing, _ = time_queries(ranker, lists, setup.device)
-        row = {
-            "method": name,
-            "layers run": ranker.layer_calls() if isinstance(ranker, HeadRanker) else full.num_layers,
-            "s/query": timing.per_query,
-            "CPU s/query": timing.cpu_per_query,
-            "queries/s": 1.0 / timing.per_query,
-            "peak MB": timing.peak_mb,
-            "growth MB": timing.growth_mb,
-        }
-        if isinstance(ranker, RankGPT):
-            row["formatting success"] = ranker.formatting_success_rate
-        rows.append(row)
-    for row in rows:
-        row["time / HeadRank"] = row["s/query"] / rows[0]["s/query"]
-        row["CPU time / HeadRank"] = row["CPU s/query"] / rows[0]["CPU s/query"]
+    for depth in depths:
+        costs: dict[str, list[ListCost]] = {name: [] for name in rankers}
+        for lst in lists:
+            for name, ranker in rankers.items():
+                costs[name].append(list_cost(ranker, lst.head(depth), device))
+
+        def mean(name: str, attr: str, costs=costs) -> float | int:
+            """The mean over the lists; a count that is the same on every list stays an integer."""
+            value = statistics.fmean(getattr(c, attr) for c in costs[name])
+            return int(value) if attr not in SECONDS and value.is_integer() else value
+
+        headrank_s = mean(next(iter(rankers)), "seconds")
+        for name, ranker in rankers.items():
+            row = {
+                "method": name,
+                "list depth": depth,
+                "layers run": ranker.layer_calls() if isinstance(ranker, HeadRanker) else ranker.backbone.num_layers,
+                "windows": mean(name, "windows"),
+                "forward passes": mean(name, "forward_passes"),
+                "prompt tokens": mean(name, "prompt_tokens"),
+                "generated tokens": mean(name, "generated_tokens"),
+                "prefill s": mean(name, "prefill_seconds"),
+                "decode s": mean(name, "decode_seconds"),
+                "s/query": mean(name, "seconds"),
+                "CPU s/query": mean(name, "cpu_seconds"),
+                "HeadRank time / this": headrank_s / mean(name, "seconds"),
+            }
+            if isinstance(ranker, RankGPT):
+                row["formatting success"] = ranker.formatting_success_rate
+            rows.append(row)
+    return rows
+
+
+def ranking_run(lists: Sequence[CandidateList], rankings: Sequence[list[str]]) -> dict[str, dict[str, float]]:
+    """Rankings as an ir-measures run (scores n, n-1, ...)."""
+    return {lst.qid: {d: float(len(r) - i) for i, d in enumerate(r)} for lst, r in zip(lists, rankings)}
+
+
+def dtype_table(
+    load: Callable[[str], HeadRanker], lists: Sequence[CandidateList], qrels: Qrels, device: str
+) -> list[dict]:
+    """Each compute dtype against float32 on the same lists, timed interleaved list by list: seconds per query,
+    identical top-10s, Kendall tau of the whole reranked order, nDCG@10 and its paired test against float32."""
+    rankers = {dtype: load(dtype) for dtype in ("float32", "bfloat16")}
+    costs: dict[str, list[ListCost]] = {dtype: [] for dtype in rankers}
+    for ranker in rankers.values():
+        attention_cost(ranker, lists[0].head(5), device)
+    for lst in lists:
+        for dtype, ranker in rankers.items():
+            costs[dtype].append(attention_cost(ranker, lst, device))
+    reference = [c.ranking for c in costs["float32"]]
+    runs = {dtype: ranking_run(lists, [c.ranking for c in cs]) for dtype, cs in costs.items()}
+    compared = {c.system: c for c in compare_runs(runs["float32"], runs, qrels, "nDCG@10")}
+    position = lambda ranking: {d: i for i, d in enumerate(ranking)}  # noqa: E731
+    rows = []
+    for dtype in rankers:
+        rankings = [c.ranking for c in costs[dtype]]
+        seconds = statistics.fmean(c.seconds for c in costs[dtype])
+        taus = [
+            kendall_tau(-np.asarray([position(r)[d] for d in ref]), -np.arange(len(ref)))
+            for r, ref in zip(rankings, reference)
+        ]
+        rows.append(
+            {
+                "dtype": dtype,
+                "s/query": seconds,
+                "CPU s/query": statistics.fmean(c.cpu_seconds for c in costs[dtype]),
+                "time / float32": seconds / statistics.fmean(c.seconds for c in costs["float32"]),
+                "identical top-10": f"{sum(r[:10] == ref[:10] for r, ref in zip(rankings, reference))}/{len(lists)}",
+                "identical order": f"{sum(r == ref for r, ref in zip(rankings, reference))}/{len(lists)}",
+                "Kendall tau vs float32": statistics.fmean(taus),
+                "min tau": min(taus),
+                "nDCG@10": evaluate(runs[dtype], qrels, ["nDCG@10"])["ndcg@10"],
+                "delta vs float32": compared[dtype].delta,
+                "W/L/T": f"{compared[dtype].wins}/{compared[dtype].losses}/{compared[dtype].ties}",
+                "p": compared[dtype].p_value,
+            }
+        )
     return rows
 
 
@@ -395,8 +504,8 @@ def forward_variants(ranker: HeadRanker, setup: Setup, top_k: int) -> list[dict]
 
 
 def optimisations(selected: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
-    """Thread settings, several queries at once and bfloat16, on the same lists; rankings compared with the
-    float32 default (lists whose whole ranking is identical).
+    """Thread settings and several queries at once, on the same lists; rankings compared with the default
+    (lists whose whole ranking is identical). The dtypes have their own table (`dtype_table`).
 
     "At once" runs lists in parallel Python threads with one intra-op thread each: the capture state is
     thread-local, so one HeadRanker serves them all, and the cores are not split inside small operators."""
@@ -405,13 +514,13 @@ def optimisations(selected: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
     rank_all(selected, lists[:1])
     rows, reference = [], None
 
-    def measure(name: str, intra_op: int, workers: int, ranker: HeadRanker = selected) -> None:
+    def measure(name: str, intra_op: int, workers: int) -> None:
         nonlocal reference
         torch.set_num_threads(intra_op)
         sync(setup.device)
         start = clock()
         with ThreadPoolExecutor(workers) as pool:
-            rankings = list(pool.map(lambda lst: rank_all(ranker, [lst])[0], lists))
+            rankings = list(pool.map(lambda lst: rank_all(selected, [lst])[0], lists))
         sync(setup.device)
         wall, cpu = (end - begin for end, begin in zip(clock(), start))
         reference = reference or rankings
@@ -430,9 +539,6 @@ def optimisations(selected: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
     if threads > 1:
         measure(f"{threads} queries at once, 1 thread each", 1, threads)
     measure(f"one query at a time, {threads} threads (default, again)", threads, 1)
-    half = HeadRanker(load_backbone(setup.model, dtype="bfloat16", device=setup.device), selected.config)
-    rank_all(half, lists[:1])
-    measure(f"bfloat16, one query at a time, {threads} threads", threads, 1, half)
     torch.set_num_threads(threads)
     return rows
 
@@ -459,173 +565,257 @@ def plot(results: dict, out: Path, meta: dict) -> list[str]:
         plt.close(fig)
         names.append(name)
 
-    rows = results["methods"]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-    labels = [r["method"].split(" (")[0] for r in rows]
-    ax[0].bar(labels, [r["CPU s/query"] for r in rows], color=["tab:green", "tab:blue", "tab:red"][: len(rows)])
-    ax[0].set_ylabel("CPU seconds per query (top-20)")
-    ax[1].bar(labels, [r["peak MB"] for r in rows], color=["tab:green", "tab:blue", "tab:red"][: len(rows)])
-    ax[1].set_ylabel("peak memory during ranking (MB)")
-    fig.suptitle("Same model, same candidates, same run")
-    save(fig, "methods.png")
+    if "methods" in results:
+        rows = results["methods"]
+        methods = list(dict.fromkeys(r["method"] for r in rows))
+        depths = list(dict.fromkeys(r["list depth"] for r in rows))
+        colours = ["tab:green", "tab:blue", "tab:red"]
+        width = 0.8 / len(methods)
+        fig, ax = plt.subplots(figsize=(9, 4))
+        for m, method in enumerate(methods):
+            pts = [next(r for r in rows if r["method"] == method and r["list depth"] == d) for d in depths]
+            x = [i + (m - (len(methods) - 1) / 2) * width for i in range(len(depths))]
+            prefill, decode = [r["prefill s"] for r in pts], [r["decode s"] for r in pts]
+            label = method.split(" (")[0]
+            ax.bar(x, prefill, width, color=colours[m % 3], label=f"{label}: prefill")
+            if any(decode):
+                ax.bar(
+                    x,
+                    decode,
+                    width,
+                    bottom=prefill,
+                    color=colours[m % 3],
+                    hatch="//",
+                    alpha=0.5,
+                    label=f"{label}: decoding",
+                )
+            for xi, r in zip(x, pts):
+                ax.text(xi, r["s/query"], f"{r['forward passes']:.0f} passes", ha="center", va="bottom", fontsize=6)
+        ax.set_xticks(range(len(depths)), [f"top-{d}" for d in depths])
+        ax.set_ylabel("seconds per query")
+        ax.set_title("Same model, same candidates, one run: each method's time, split into prefill and decoding")
+        ax.legend(fontsize=7)
+        save(fig, "methods.png")
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-    for method, style in (("HeadRank", "o-"), ("ICR", "s--")):
-        pts = [r for r in results["passages"] if r["method"] == method]
-        ax[0].plot([r["passages"] for r in pts], [r["CPU s/query"] for r in pts], style, label=method)
-        ax[1].plot([r["passages"] for r in pts], [r["growth MB"] for r in pts], style, label=method)
-    ax[0].set_xlabel("passages")
-    ax[0].set_ylabel("CPU seconds per query")
-    ax[1].set_xlabel("passages")
-    ax[1].set_ylabel("memory growth during ranking (MB)")
-    ax[0].legend()
-    lengths = results["lengths"]
-    ax[2].plot([r["passage tokens"] for r in lengths], [r["CPU s/query"] for r in lengths], "o-", color="tab:green")
-    ax[2].set_xlabel("tokens per passage (20 passages, HeadRank)")
-    ax[2].set_ylabel("CPU seconds per query")
-    save(fig, "scaling.png")
+    if "passages" in results:
+        fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+        for method, style in (("HeadRank", "o-"), ("ICR", "s--")):
+            pts = [r for r in results["passages"] if r["method"] == method]
+            ax[0].plot([r["passages"] for r in pts], [r["CPU s/query"] for r in pts], style, label=method)
+            ax[1].plot([r["passages"] for r in pts], [r["growth MB"] for r in pts], style, label=method)
+        ax[0].set_xlabel("passages")
+        ax[0].set_ylabel("CPU seconds per query")
+        ax[1].set_xlabel("passages")
+        ax[1].set_ylabel("memory growth during ranking (MB)")
+        ax[0].legend()
+        lengths = results["lengths"]
+        ax[2].plot([r["passage tokens"] for r in lengths], [r["CPU s/query"] for r in lengths], "o-", color="tab:green")
+        ax[2].set_xlabel("tokens per passage (20 passages, HeadRank)")
+        ax[2].set_ylabel("CPU seconds per query")
+        save(fig, "scaling.png")
 
-    phases = {k: v[1] for k, v in results["profile"].items() if k not in ("prompt tokens", "windows")}
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.barh(list(phases), list(phases.values()), color="tab:green")
-    ax.set_xlabel("CPU seconds (one top-20 query, HeadRank)")
-    ax.invert_yaxis()
-    save(fig, "profile.png")
+    if "profile" in results:
+        phases = {k: v[1] for k, v in results["profile"].items() if k not in ("prompt tokens", "windows")}
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        ax.barh(list(phases), list(phases.values()), color="tab:green")
+        ax.set_xlabel("CPU seconds (one top-20 query, HeadRank)")
+        ax.invert_yaxis()
+        save(fig, "profile.png")
     return names
 
 
 def markdown(results: dict, meta: dict, plots: list[str]) -> str:
-    f = results["flops"]
+    def table(key: str) -> str:
+        return format_table(results[key], list(dict.fromkeys(c for row in results[key] for c in row)))
+
     lines = [
         "# headrank performance benchmark",
         "",
-        f"* machine: {meta['machine']}; device `{meta['device']}`; float32; torch {meta['torch']}, "
-        f"{meta['threads']} threads; {meta['date']}",
+        f"* machine: {meta['machine']}; device `{meta['device']}`; torch {meta['torch']}, {meta['threads']} threads; "
+        f"{meta['date']}",
+        f"* dtype: {meta['dtype']} ({meta['dtype_reason']})",
         f"* command: `{meta['command']}`",
         f"* data: {meta['dataset']}, the first {meta['queries']} judged queries, BM25 candidates",
-        f"* model: `{meta['model']}`",
+        f"* model: `{meta['model']}`; HeadRank: {meta['headrank']}",
         f"* HeadRank heads: {meta['heads']} (depth {meta['depth']} of {meta['num_layers']} layers)",
         "",
-        "## HeadRank vs ICR vs RankGPT (top-20, same model, candidates and run)",
-        "",
-        format_table(results["methods"], list(results["methods"][-1])),
-        "",
-        "## Growth with the number of passages (one query)",
-        "",
-        format_table(results["passages"], list(results["passages"][0])),
-        "",
-        "## Growth with passage length (20 passages, HeadRank)",
-        "",
-        format_table(results["lengths"], list(results["lengths"][0])),
-        "",
-        "## The physical limit: FLOPs of the truncated forward vs matmul throughput",
-        "",
-        f"One top-20 list: {f['prompt_tokens']} prompt tokens; HeadRank's forward = {f['headrank_gflop']:.1f} GFLOP "
-        f"(prefix {f['prefix_gflop']:.1f} + query passes {f['suffix_gflop']:.2f}); ICR's = {f['icr_gflop']:.1f} GFLOP.",
-        f"A plain float32 matmul of the model's largest shape ({f['matmul_shape']}) reaches "
-        f"{f['attainable_gflops']:.1f} GFLOP per {f['per']} here; the forward passes reach "
-        f"{f['achieved_gflops']:.1f}: "
-        f"**achieved / attainable = {f['achieved_over_attainable']:.2f}**.",
-        "",
-        "## Where the time of one query goes (HeadRank, top-20)",
-        "",
-        format_table(
-            [{"phase": k, "wall s": v[0], "CPU s": v[1]} for k, v in results["profile"].items()],
-            ["phase", "wall s", "CPU s"],
-        ),
-        "",
-        format_table(results["ops"], list(results["ops"][0])),
-        "",
-        "## Exact rewrites of the forward pass (before/after, interleaved on the same lists)",
-        "",
-        format_table(results["forward"], list(results["forward"][0])),
-        "",
-        "## Settings tried (before/after, same queries)",
-        "",
-        format_table(results["optimisations"], list(results["optimisations"][0])),
-        "",
     ]
+    if "methods" in results:
+        lines += [
+            "## HeadRank vs ICR vs generation (RankGPT) by list depth (same model, candidates and run)",
+            "",
+            "Each method's windows as it defines them. Forward passes: HeadRank and ICR run one pass over the passages",
+            "and one batched pass of the query and its N/A twin per window; RankGPT one prefill per window and one",
+            "pass per further generated token. *HeadRank time / this*: HeadRank's seconds over this method's.",
+            "",
+            table("methods"),
+            "",
+        ]
+    if "dtype" in results:
+        lines += [
+            f"## Compute dtype against float32 (HeadRank, the first {meta['dtype_queries']} judged queries, top-20, "
+            "interleaved list by list)",
+            "",
+            table("dtype"),
+            "",
+        ]
+    if "profile" in results:
+        f = results["flops"]
+        lines += [
+            "## The physical limit: FLOPs of the truncated forward vs matmul throughput",
+            "",
+            f"One top-20 list: {f['prompt_tokens']} prompt tokens; HeadRank's forward = {f['headrank_gflop']:.1f} "
+            f"GFLOP (prefix {f['prefix_gflop']:.1f} + query passes {f['suffix_gflop']:.2f}); ICR's = "
+            f"{f['icr_gflop']:.1f} GFLOP. A plain {meta['dtype']} matmul of the model's largest shape "
+            f"({f['matmul_shape']}) reaches {f['attainable_gflops']:.1f} GFLOP per {f['per']} here; the forward "
+            f"passes reach {f['achieved_gflops']:.1f}: "
+            f"**achieved / attainable = {f['achieved_over_attainable']:.2f}**.",
+            "",
+            "## Where the time of one query goes (HeadRank, top-20)",
+            "",
+            format_table(
+                [{"phase": k, "wall s": v[0], "CPU s": v[1]} for k, v in results["profile"].items()],
+                ["phase", "wall s", "CPU s"],
+            ),
+            "",
+            table("ops"),
+            "",
+        ]
+    if "passages" in results:
+        lines += [
+            "## Growth with the number of passages (one query)",
+            "",
+            table("passages"),
+            "",
+            "## Growth with passage length (20 passages, HeadRank's heads untrained)",
+            "",
+            table("lengths"),
+            "",
+        ]
+    if "forward" in results:
+        lines += [
+            "## Exact rewrites of the forward pass (before/after, interleaved on the same lists)",
+            "",
+            table("forward"),
+            "",
+        ]
+    if "optimisations" in results:
+        lines += ["## Settings tried (before/after, same queries)", "", table("optimisations"), ""]
     lines += [f"![{name}]({name})" for name in plots]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="embedded")
-    parser.add_argument("--heads", default=DEFAULT_HEADS, help="'layer-head,...' or a .json/.yaml head-set file")
+    parser.add_argument("--model", default="embedded", help="the base model of ICR, RankGPT and --heads")
+    parser.add_argument("--artifact", default=str(DEFAULT_ARTIFACT), help="the trained HeadRank to time")
+    parser.add_argument("--heads", help="time these heads untrained instead of --artifact ('layer-head,...' or a file)")
     parser.add_argument("--data-dir", help="datasets folder (default: $HEADRANK_DATA)")
     parser.add_argument("--dataset", default="dl19")
-    parser.add_argument("--queries", type=int, default=4, help="queries timed per method")
-    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--queries", type=int, default=3, help="queries timed per method and list depth")
+    parser.add_argument("--list-depths", default="20,50,100", help="candidates reranked, for the methods table")
+    parser.add_argument("--dtype", default="auto", help="dtype of every section but the dtype table")
+    parser.add_argument("--dtype-queries", type=int, default=0, help="queries of the dtype table (0: all judged)")
     parser.add_argument("--sizes", default="10,20,50,100", help="list sizes for the scaling curve")
     parser.add_argument("--lengths", default="32,64,128,256", help="passage lengths (tokens) for the scaling curve")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help=f"any of {','.join(SECTIONS)}")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--skip-rankgpt", action="store_true")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(sections - set(SECTIONS))}: choose from {SECTIONS}")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    lists = load_lists(default_data_dir(args.data_dir), args.dataset, args.queries)
-    setup = Setup(args.model, HeadSet.parse(args.heads), args.device, lists)
-    full = load_backbone(args.model, device=args.device)
-    selected = HeadRanker(load_backbone(args.model, device=args.device), RankerConfig(heads=setup.heads))
+    data = load_dataset(args.dataset, default_data_dir(args.data_dir))
+    judged = data.judged()
+    lists = judged[: args.queries]
+    setup = Setup(args.model, args.device, lists)
+
+    def load_headrank(dtype: str) -> HeadRanker:
+        if args.heads:
+            return HeadRanker.from_pretrained(args.model, args.heads, dtype=dtype, device=args.device)
+        return HeadRanker.from_artifact(args.artifact, dtype=dtype, device=args.device)
+
+    headrank = load_headrank(args.dtype)
+    full = load_backbone(args.model, dtype=args.dtype, device=args.device)
     icr = HeadRanker(full)
+    plain = HeadRanker(load_backbone(args.model, dtype=args.dtype, device=args.device), RankerConfig(headrank.heads))
+    """the same heads untrained, for the sections that share one ranker between threads or rebuild its config."""
     meta = {
         "machine": machine() if args.device == "cpu" else f"{machine()}, {torch.cuda.get_device_name()}",
         "device": args.device,
+        "dtype": headrank.backbone.precision.dtype,
+        "dtype_reason": headrank.backbone.precision.reason,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "dataset": args.dataset,
         "queries": args.queries,
+        "dtype_queries": args.dtype_queries or len(judged),
         "model": args.model,
-        "heads": selected.heads.describe(),
-        "depth": selected.depth,
+        "headrank": f"heads {args.heads}, untrained" if args.heads else f"the trained artifact {args.artifact}",
+        "heads": headrank.heads.describe(),
+        "depth": headrank.depth,
         "num_layers": full.num_layers,
     }
     results: dict = {}
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)  # noqa: E731
-    log("methods")
-    results["methods"] = compare_methods(full, selected, setup, args.top_k, not args.skip_rankgpt)
-    log("profile")
-    top = lists[0].head(args.top_k)
-    runs = [profile_query(selected, top, args.device) for _ in range(3)]
-    results["profile"] = {k: tuple(statistics.median(r[k][i] for r in runs) for i in (0, 1)) for k in runs[0]}
-    results["ops"] = op_table(selected, top, args.device)
-    log("flops")
-    prompt = selected.prompts(top.query, top.documents())[0]
-    width = max(len(prompt.query_ids), len(prompt.calibration_ids))
-    config = full.model.config
-    mine = pass_flops(config, selected.depth, prompt.query_start, 2, width)
-    theirs = pass_flops(config, full.num_layers, prompt.query_start, 2, width)
-    shape = (len(prompt.input_ids), config.hidden_size, config.intermediate_size)
-    attainable = matmul_throughput(args.device, *shape)
-    spent = 0 if args.device.startswith("cuda") else 1  # CPU-seconds on CPU (see `clock`), wall on CUDA
-    forward_s = results["profile"]["prefix pass"][spent] + results["profile"]["query passes and score reduction"][spent]
-    results["flops"] = {
-        "prompt_tokens": len(prompt.input_ids),
-        "prefix_gflop": mine["prefix"] / 1e9,
-        "suffix_gflop": mine["suffix"] / 1e9,
-        "headrank_gflop": mine["total"] / 1e9,
-        "icr_gflop": theirs["total"] / 1e9,
-        "matmul_shape": f"[{shape[0]}x{shape[1]}] @ [{shape[1]}x{shape[2]}]",
-        "attainable_gflops": attainable / 1e9,
-        "achieved_gflops": mine["total"] / forward_s / 1e9,
-        "achieved_over_attainable": mine["total"] / forward_s / attainable,
-        "per": "wall second" if spent == 0 else "CPU-second (all threads)",
-    }
-    log("scaling")
-    results["passages"] = scaling(selected, icr, setup, [int(s) for s in args.sizes.split(",")])
-    results["lengths"] = length_scaling(selected, setup, [int(s) for s in args.lengths.split(",")])
-    log("forward variants")
-    results["forward"] = forward_variants(selected, setup, args.top_k)
-    log("optimisations")
-    results["optimisations"] = optimisations(selected, setup, args.top_k)
+    if "methods" in sections:
+        log("methods by list depth")
+        rankers = {"HeadRank": headrank, "ICR (all heads, full depth)": icr}
+        if not args.skip_rankgpt:
+            rankers["RankGPT (generative, window 20/10)"] = RankGPT(full)
+        depths = [int(d) for d in args.list_depths.split(",")]
+        results["methods"] = compare_methods(rankers, lists, depths, args.device)
+    if "dtype" in sections:
+        log("dtype")
+        dtype_lists = [lst.head(20) for lst in judged[: args.dtype_queries or None]]
+        results["dtype"] = dtype_table(load_headrank, dtype_lists, data.qrels, args.device)
+    top = lists[0].head(20)
+    if "profile" in sections:
+        log("profile")
+        runs = [profile_query(headrank, top, args.device) for _ in range(3)]
+        results["profile"] = {k: tuple(statistics.median(r[k][i] for r in runs) for i in (0, 1)) for k in runs[0]}
+        results["ops"] = op_table(headrank, top, args.device)
+        prompt = headrank.prompts(top.query, top.documents())[0]
+        width = max(len(prompt.query_ids), len(prompt.calibration_ids))
+        config = full.model.config
+        mine = pass_flops(config, headrank.depth, prompt.query_start, 2, width)
+        theirs = pass_flops(config, full.num_layers, prompt.query_start, 2, width)
+        shape = (len(prompt.input_ids), config.hidden_size, config.intermediate_size)
+        attainable = matmul_throughput(args.device, *shape, dtype=headrank.backbone.model.dtype)
+        spent = 0 if args.device.startswith("cuda") else 1  # CPU-seconds on CPU (see `clock`), wall on CUDA
+        profile = results["profile"]
+        forward_s = profile["prefix pass"][spent] + profile["query passes and score reduction"][spent]
+        results["flops"] = {
+            "prompt_tokens": len(prompt.input_ids),
+            "prefix_gflop": mine["prefix"] / 1e9,
+            "suffix_gflop": mine["suffix"] / 1e9,
+            "headrank_gflop": mine["total"] / 1e9,
+            "icr_gflop": theirs["total"] / 1e9,
+            "matmul_shape": f"[{shape[0]}x{shape[1]}] @ [{shape[1]}x{shape[2]}]",
+            "attainable_gflops": attainable / 1e9,
+            "achieved_gflops": mine["total"] / forward_s / 1e9,
+            "achieved_over_attainable": mine["total"] / forward_s / attainable,
+            "per": "wall second" if spent == 0 else "CPU-second (all threads)",
+        }
+    if "scaling" in sections:
+        log("scaling")
+        results["passages"] = scaling(headrank, icr, setup, [int(s) for s in args.sizes.split(",")])
+        results["lengths"] = length_scaling(plain, setup, [int(s) for s in args.lengths.split(",")])
+    if "forward" in sections:
+        log("forward variants")
+        results["forward"] = forward_variants(plain, setup, 20)
+    if "settings" in sections:
+        log("settings")
+        results["optimisations"] = optimisations(plain, setup, 20)
     plots = plot(results, out, meta)
     (out / "perf.json").write_text(json.dumps({"meta": meta, **results}, indent=2, default=str) + "\n")
     (out / "perf.md").write_text(markdown(results, meta, plots))
