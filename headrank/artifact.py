@@ -1,5 +1,5 @@
 """Trained rankers as a folder: headrank.json (everything needed to rebuild the ranker) + a LoRA adapter in
-safetensors. Nothing is pickled."""
+safetensors, unless validation preferred the heads untrained (then there is none). Nothing is pickled."""
 
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ if TYPE_CHECKING:  # artifacts are built by HeadRanker.from_artifact: no import 
     from headrank.ranker import HeadRanker
 
 MANIFEST = "headrank.json"
-DEFAULT_ARTIFACT = Path(__file__).parent / "artifacts" / "smollm2-135m-dl21"
-"""the committed ranker for the embedded model, trained on TREC DL21 (see the README for how)."""
+ARTIFACTS = Path(__file__).parent / "artifacts"
+DEFAULT_ARTIFACT = ARTIFACTS / "smollm2-135m-d15"
+"""the default ranker for the embedded model: 16 heads within the first 15 layers, the depth chosen on validation
+(benchmarks/depth.sh); training did not beat the untrained heads on validation, so it holds no adapter."""
+PREVIOUS_ARTIFACT = ARTIFACTS / "smollm2-135m-dl21"
+"""the default before: heads in layers 12-22 (23 layers run) and a LoRA adapter trained on TREC DL21."""
 FORMAT = "headrank-artifact/1"
 
 
@@ -27,16 +31,23 @@ def is_artifact(path: str | Path) -> bool:
     return (Path(path).expanduser() / MANIFEST).is_file()
 
 
+NO_ADAPTER = "none"
+"""the `adapters` of an artifact whose training did not beat its untrained heads on validation: an adapter at
+its initial state changes nothing (LoRA's B is zero), so none is shipped and none runs."""
+
+
 def save_artifact(folder: str | Path, ranker: HeadRanker, peft_model, training: dict, data: dict) -> Path:
-    """Write the adapter (peft's safetensors + config) and the manifest that ties it to its base model."""
+    """Write the adapter (peft's safetensors + config; none when `peft_model` is None) and the manifest that ties
+    it to its base model."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for config in peft_model.peft_config.values():  # not this machine's cache path
-        config.base_model_name_or_path = ranker.backbone.source
-    peft_model.save_pretrained(folder, safe_serialization=True)
-    readme = folder / "README.md"
-    if readme.exists():  # peft's model card template says nothing about this ranker
-        readme.unlink()
+    if peft_model is not None:
+        for config in peft_model.peft_config.values():  # not this machine's cache path
+            config.base_model_name_or_path = ranker.backbone.source
+        peft_model.save_pretrained(folder, safe_serialization=True)
+        readme = folder / "README.md"
+        if readme.exists():  # peft's model card template says nothing about this ranker
+            readme.unlink()
     manifest = {
         "format": FORMAT,
         "base_model": ranker.backbone.source,
@@ -46,7 +57,7 @@ def save_artifact(folder: str | Path, ranker: HeadRanker, peft_model, training: 
         "template": asdict(ranker.config.template),
         "scoring": asdict(ranker.config.scoring),
         "order": ranker.config.order,
-        "adapters": training.get("adapters", "query"),
+        "adapters": training.get("adapters", "query") if peft_model is not None else NO_ADAPTER,
         "training": training,
         "data": data,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -87,9 +98,11 @@ def attach_adapter(ranker: HeadRanker, folder: Path, manifest: dict) -> None:
 
     if ranker.heads.depth != manifest["depth"]:
         raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
+    ranker.artifact = manifest
+    if manifest.get("adapters") == NO_ADAPTER:
+        return
     adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
     if manifest.get("adapters", "query") == "all":
         ranker.backbone.model = adapter.merge_and_unload()
     else:
         ranker.prefix_context = adapter.disable_adapter
-    ranker.artifact = manifest

@@ -140,7 +140,17 @@ def cmd_select_heads(args) -> None:
     stats = head_stats(train)
     write_stats(stats, out, args.lam, args.measure)
     chosen = select_heads(stats, args.k, args.lam, args.measure, args.max_depth)
-    chosen.save(out / "heads.json")
+    selection = {
+        "datasets": list(dict.fromkeys(table.sources or args.dataset)),
+        "queries": len(train.qids),
+        "held_out": len(table.qids) - len(train.qids),
+        "k": args.k,
+        "lam": args.lam,
+        "measure": args.measure,
+        "max_depth": args.max_depth,
+        "seed": args.seed,
+    }
+    chosen.save(out / "heads.json", selection)
     print(
         f"selected {len(chosen.heads)} heads on {len(train.qids)} queries ({len(table.qids) - len(train.qids)} held "
         f"out for validation), truncation depth {chosen.depth}: {chosen.describe()}"
@@ -149,7 +159,9 @@ def cmd_select_heads(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from headrank.artifact import NO_ADAPTER, read_manifest
     from headrank.data import default_data_dir
+    from headrank.headset import selection_of
     from headrank.training import TrainConfig, train_artifact
 
     if args.heads == "all":
@@ -166,7 +178,10 @@ def cmd_train(args) -> None:
         resume=args.resume,
         progress=not args.quiet,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        selection=selection_of(args.heads),
     )
+    if read_manifest(folder)["adapters"] == NO_ADAPTER:
+        print("no training step beat the untrained heads on validation: the artifact holds the heads, no adapter")
     print(f"wrote the trained ranker to {folder} (load it with HeadRanker.from_pretrained('{folder}'))")
     print(f"learning curves: {folder / 'learning_curves.png'}")
 

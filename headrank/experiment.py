@@ -29,6 +29,7 @@ def describe_ranker(ranker: Reranker | None) -> dict:
             "dtype_reason": ranker.backbone.precision.reason,
             "order": ranker.config.order,
             "trained_on": ranker.artifact["data"]["datasets"] if ranker.artifact else None,
+            "adapters": ranker.artifact["adapters"] if ranker.artifact else None,
         }
     info = getattr(ranker, "run_info", None)
     return info() if callable(info) else {}

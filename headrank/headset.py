@@ -93,8 +93,11 @@ class HeadSet:
         weights = self.weights or (1.0,) * len(self.heads)
         return {"heads": [{"layer": la, "head": h, "weight": w} for (la, h), w in zip(self.heads, weights)]}
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: str | Path, selection: dict | None = None) -> None:
+        """`selection`: how the heads were chosen (data, budget, ...), kept beside them so that a ranker trained
+        from this file can say where its heads came from (`selection_of`)."""
+        data = self.to_dict() | ({"selection": selection} if selection else {})
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
 
     def resolve(self, num_layers: int, num_heads: int) -> HeadSet:
         """The explicit list of heads for a model of this shape; checks every head exists."""
@@ -125,6 +128,16 @@ class HeadSet:
         if self.heads is None:
             return "all heads"
         return ",".join(f"{la}-{h}" for la, h in self.heads)
+
+
+def selection_of(spec: str | Path | HeadSet | None) -> dict | None:
+    """The `selection` record of a head-set file (None for inline heads, "all", or a file without one)."""
+    if isinstance(spec, HeadSet) or spec is None:
+        return None
+    path = Path(str(spec).strip()).expanduser()
+    if path.suffix.lower() not in {".json", ".yaml", ".yml"} or not path.is_file():
+        return None
+    return _read_mapping(path).get("selection")
 
 
 def _read_mapping(path: Path) -> dict:

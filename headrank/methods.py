@@ -48,7 +48,13 @@ def load_method(
     if method == "headrank":
         from headrank.artifact import DEFAULT_ARTIFACT
 
-        return HeadRanker.from_artifact(artifact or DEFAULT_ARTIFACT, dtype=dtype, device=device, truncate=truncate)
+        return HeadRanker.from_artifact(
+            artifact or DEFAULT_ARTIFACT,
+            dtype=dtype,
+            device=device,
+            truncate=truncate,
+            max_length=ranker_options.get("max_length"),
+        )
     if method == "icr":
         heads = "all"
     elif heads in (None, "all"):

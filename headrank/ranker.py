@@ -77,7 +77,7 @@ class HeadRanker:
     ) -> HeadRanker:
         """Load a backbone (hub id, folder, .gguf, "embedded") or a trained artifact folder (headrank.json)."""
         if is_artifact(model):
-            return cls.from_artifact(model, dtype=dtype, device=device, truncate=truncate)
+            return cls.from_artifact(model, dtype=dtype, device=device, truncate=truncate, max_length=max_length)
         config = RankerConfig(
             heads=HeadSet.parse(heads),
             scoring=ScoringConfig(calibrate=calibrate, token_mask=token_mask),
@@ -96,14 +96,16 @@ class HeadRanker:
         device: str = "cpu",
         base_model: str | None = None,
         truncate: bool = True,
+        max_length: int | None = None,
     ) -> HeadRanker:
         """Rebuild a trained ranker: its base (checked by fingerprint), cut to its depth unless `truncate=False`,
-        with its adapter attached."""
+        with its adapter attached. Heads, prompt, scoring and order are the artifact's; `max_length` (tokens per
+        window) is the caller's, as for any ranker."""
         folder = Path(folder).expanduser()
         manifest = read_manifest(folder)
         backbone = load_backbone(base_model or manifest["base_model"], dtype=dtype, device=device)
         check_base(folder, manifest, backbone.fingerprint)
-        ranker = cls(backbone, RankerConfig(**ranker_parts(manifest)), truncate=truncate)
+        ranker = cls(backbone, RankerConfig(**ranker_parts(manifest), max_length=max_length), truncate=truncate)
         attach_adapter(ranker, folder, manifest)
         return ranker
 

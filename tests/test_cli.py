@@ -132,6 +132,9 @@ def test_select_train_eval_analyze_pipeline(tiny_folder, mini_data, tmp_path, ca
         "trainer_state.json",
     ]
     manifest = json.loads((art / "headrank.json").read_text())
+    selection = json.loads((sel / "heads.json").read_text())["selection"]
+    assert selection["k"] == 2 and selection["lam"] == 0 and selection["datasets"] == ["dl21"]
+    assert manifest["data"]["heads_selection"] == selection  # where the trained heads came from
     assert manifest["training"]["steps"] == len(json.loads((art / "history.json").read_text())["steps"]) > 0
     ev = tmp_path / "ev"
     assert main(["eval", *data, "--method", "headrank", "--artifact", str(art), "--out", str(ev), "--quiet"]) == 0

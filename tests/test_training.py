@@ -325,16 +325,35 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
         HeadRanker.from_artifact(out, base_model=str(other))
 
 
-def test_committed_artifact_is_complete():
+def test_no_adapter_is_shipped_when_validation_prefers_the_untrained_heads(tmp_path):
+    folder = save_tiny(tmp_path / "base")
+    ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-0", dtype="float32")
+    config = TrainConfig(epochs=2, lr=1e-12, eval_every=1)  # no step can move validation: step 0 stays best
+    out = train_artifact(ranker, config, _tiny_dataset(tmp_path), ["dl21"], tmp_path / "art", progress=False)
+    manifest = read_manifest(out)
+    assert manifest["training"]["best_step"] == 0 and manifest["training"]["steps"] > 0
+    assert manifest["adapters"] == "none" and not list(out.glob("adapter*"))
+    loaded = HeadRanker.from_pretrained(out, dtype="float32")
+    assert loaded.prefix_context is None and loaded.artifact["adapters"] == "none"
+    untrained = HeadRanker.from_pretrained(folder, heads="0-1,1-0", dtype="float32")
+    assert loaded.score(FLEA_QUERY, DOCS) == untrained.score(FLEA_QUERY, DOCS)
+    windowed = HeadRanker.from_pretrained(out, dtype="float32", max_length=150)  # the caller's windows
+    assert len(windowed.prompts(FLEA_QUERY, DOCS)) > 1 and len(loaded.prompts(FLEA_QUERY, DOCS)) == 1
+
+
+def test_committed_artifacts_are_complete():
     from safetensors import safe_open
 
-    from headrank.artifact import DEFAULT_ARTIFACT
+    from headrank.artifact import DEFAULT_ARTIFACT, PREVIOUS_ARTIFACT
 
-    manifest = read_manifest(DEFAULT_ARTIFACT)
-    heads = HeadSet.from_dict({"heads": manifest["heads"]})
-    assert manifest["base_model"] == "embedded" and manifest["base_fingerprint"].startswith("gguf-sha256:")
-    assert manifest["depth"] == heads.depth and len(heads.heads) == 16
-    assert manifest["data"]["datasets"] == ["dl21"]
-    with safe_open(DEFAULT_ARTIFACT / "adapter_model.safetensors", "pt") as fh:
+    for folder in (DEFAULT_ARTIFACT, PREVIOUS_ARTIFACT):
+        manifest = read_manifest(folder)
+        heads = HeadSet.from_dict({"heads": manifest["heads"]})
+        assert manifest["base_model"] == "embedded" and manifest["base_fingerprint"].startswith("gguf-sha256:")
+        assert manifest["depth"] == heads.depth and len(heads.heads) == 16
+        assert manifest["data"]["datasets"] == ["dl21"]
+    assert read_manifest(DEFAULT_ARTIFACT)["adapters"] == "none" and read_manifest(DEFAULT_ARTIFACT)["depth"] == 15
+    assert not list(DEFAULT_ARTIFACT.glob("adapter*"))
+    with safe_open(PREVIOUS_ARTIFACT / "adapter_model.safetensors", "pt") as fh:
         layers = {int(k.split(".layers.")[1].split(".")[0]) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    assert layers == set(range(manifest["depth"]))
+    assert layers == set(range(read_manifest(PREVIOUS_ARTIFACT)["depth"]))

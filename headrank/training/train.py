@@ -28,9 +28,12 @@ def train_artifact(
     resume: bool = False,
     progress: bool = True,
     cache_dir: Path | None = None,
+    selection: dict | None = None,
 ) -> Path:
     """Train on the named datasets (split by query into train and validation) and write the artifact of the
-    best validation checkpoint, with history.json and learning_curves.png, to `out`."""
+    best validation checkpoint, with history.json and learning_curves.png, to `out`. When that checkpoint is
+    step 0 (no step beat the untrained heads on validation) the artifact holds the heads without an adapter.
+    `selection` (how the heads were chosen) goes into the artifact's data record."""
     from headrank.artifact import save_artifact
 
     out = Path(out)
@@ -58,7 +61,9 @@ def train_artifact(
         "seconds_this_session": time.perf_counter() - start,
         "prefix_passes": trainer.prefixes.computed if trainer.prefixes is not None else None,
     }
-    return save_artifact(out, ranker, trainer.peft, training, data.describe())
+    untrained_won = history["best_step"] == 0 and trainer.steps_done > 0
+    described = data.describe() | ({"heads_selection": selection} if selection else {})
+    return save_artifact(out, ranker, None if untrained_won else trainer.peft, training, described)
 
 
 def _title(config: TrainConfig, data: dict) -> str:
