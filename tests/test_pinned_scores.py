@@ -107,13 +107,13 @@ def test_embedded_scores_are_unchanged(data_dir):
     """The committed artifact and the selected heads on the embedded model, DL19's first judged top-20."""
     from pathlib import Path
 
-    from headrank.artifact import DEFAULT_ARTIFACT
+    from headrank.artifact import PREVIOUS_ARTIFACT
     from headrank.datasets import load_dataset
 
     lst = load_dataset("dl19", data_dir).judged()[0].head(20)
     assert lst.qid == EMBEDDED_DL19_QID
     heads = Path(__file__).resolve().parents[1] / "docs" / "headrank" / "heads-selected.json"
-    artifact = HeadRanker.from_pretrained(DEFAULT_ARTIFACT, dtype="float32")
+    artifact = HeadRanker.from_pretrained(PREVIOUS_ARTIFACT, dtype="float32")
     _assert_pinned(artifact.score(lst.query, lst.documents()), EMBEDDED["embedded_artifact"])
     subset = HeadRanker.from_pretrained("embedded", heads=str(heads), dtype="float32")
     _assert_pinned(subset.score(lst.query, lst.documents()), EMBEDDED["embedded_subset"])
