@@ -237,7 +237,18 @@ def main() -> None:
     tests = [t.partition("=")[0] for t in args.test]
     plot(rows, meta, tests, out / "depth_pareto.png")
     chosen = next(r for r in rows if r["selection"] == meta["chosen"])
-    HeadSet.parse(chosen["heads"]).save(out / "heads.json")
+    selection = {
+        "datasets": list(meta["train queries"]),
+        "queries": sum(meta["train queries"].values()),
+        "held_out": sum(meta["validation queries"].values()),
+        "k": args.k,
+        "lam": args.lam,
+        "measure": args.measure,
+        "max_depth": int(meta["chosen"].split()[-1]),
+        "seed": args.seed,
+        "depth_rule": meta["rule"],
+    }
+    HeadSet.parse(chosen["heads"]).save(out / "heads.json", selection)
     (out / "depth_pareto.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     columns = list(dict.fromkeys(c for r in rows for c in r if c != "heads"))
     lines = [f"* {k}: {v}" for k, v in meta.items() if k != "bm25"]

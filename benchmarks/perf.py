@@ -715,6 +715,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=3, help="queries timed per method and list depth")
     parser.add_argument("--list-depths", default="20,50,100", help="candidates reranked, for the methods table")
     parser.add_argument("--dtype", default="auto", help="dtype of every section but the dtype table")
+    parser.add_argument(
+        "--window-tokens",
+        type=int,
+        help="also time HeadRank with windows of at most this many tokens (a trade-off, not its own windows)",
+    )
     parser.add_argument("--dtype-queries", type=int, default=0, help="queries of the dtype table (0: all judged)")
     parser.add_argument("--sizes", default="10,20,50,100", help="list sizes for the scaling curve")
     parser.add_argument("--lengths", default="32,64,128,256", help="passage lengths (tokens) for the scaling curve")
@@ -760,7 +765,7 @@ def main(argv: list[str] | None = None) -> None:
         "queries": args.queries,
         "dtype_queries": args.dtype_queries or len(judged),
         "model": args.model,
-        "headrank": f"heads {args.heads}, untrained" if args.heads else f"the trained artifact {args.artifact}",
+        "headrank": f"heads {args.heads}, untrained" if args.heads else f"the artifact {args.artifact}",
         "heads": headrank.heads.describe(),
         "depth": headrank.depth,
         "num_layers": full.num_layers,
@@ -770,6 +775,10 @@ def main(argv: list[str] | None = None) -> None:
     if "methods" in sections:
         log("methods by list depth")
         rankers = {"HeadRank": headrank, "ICR (all heads, full depth)": icr}
+        if args.window_tokens:
+            windowed = HeadRanker(headrank.backbone, replace(headrank.config, max_length=args.window_tokens))
+            windowed.prefix_context, windowed.artifact = headrank.prefix_context, headrank.artifact
+            rankers[f"HeadRank, windows of <= {args.window_tokens} tokens"] = windowed
         if not args.skip_rankgpt:
             rankers["RankGPT (generative, window 20/10)"] = RankGPT(full)
         depths = [int(d) for d in args.list_depths.split(",")]
