@@ -17,9 +17,9 @@ hr=.venv/bin/headrank
 common=(--data-dir "$DATA" --model "$MODEL" --quiet)
 
 # head statistics on dl21 once; selections reuse the table
-[ -f "$OUT/select/heads.json" ] || $hr select-heads "${common[@]}" --dataset dl21 --k 16 --lam 0.5 --out "$OUT/select"
+[ -f "$OUT/select/heads.json" ] || $hr select-heads "${common[@]}" --dataset dl21 --k 16 --lam 0.5 --validation 0 --out "$OUT/select"
 mkdir -p "$OUT/qrhead-heads" && cp "$OUT/select/head_table.npz" "$OUT/qrhead-heads/"
-$hr select-heads --reuse --k 16 --lam 0 --out "$OUT/qrhead-heads" --quiet
+$hr select-heads --reuse --k 16 --lam 0 --validation 0 --out "$OUT/qrhead-heads" --quiet
 selected=(--heads "$OUT/select/heads.json")
 short=(--dataset dl21 --epochs 1 --limit 30)  # the committed artifact's budget
 
