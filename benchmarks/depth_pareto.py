@@ -18,19 +18,19 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from headrank.data import default_data_dir
-from headrank.datasets import judged_lists, load_dataset
+from headrank.datasets import load_dataset
 from headrank.evaluate import format_table, machine
-from headrank.heads import HeadTable, head_stats, merge_tables, select_heads
+from headrank.heads import HeadTable, head_stats, merge_tables, select_heads, selection_record
 from headrank.headset import HeadSet
 from headrank.significance import randomization_p
-from headrank.training.lists import held_out
+from headrank.training.lists import held_out_qids
 
 
 def named_tables(specs: list[str]) -> dict[str, HeadTable]:
@@ -46,15 +46,6 @@ def named_tables(specs: list[str]) -> dict[str, HeadTable]:
     return tables
 
 
-def validation_qids(tables: dict[str, HeadTable], data_dir: Path, size: int, fraction: float, seed: int) -> set[str]:
-    """The queries `headrank train` holds out for these datasets (a table holds the first N judged queries)."""
-    held: set[str] = set()
-    for name, table in tables.items():
-        lists, qrels = judged_lists(name, data_dir, size, len(table.qids))
-        held |= held_out(lists, qrels, size, fraction, seed)[1]
-    return held
-
-
 def first_stage_ndcg(table: HeadTable) -> np.ndarray:
     """The candidates' own order (BM25), scored like a head set."""
     from headrank.evaluate import ndcg_at
@@ -64,39 +55,33 @@ def first_stage_ndcg(table: HeadTable) -> np.ndarray:
     )
 
 
+def source_means(table: HeadTable, per_query: np.ndarray) -> dict[str, float]:
+    """The mean of a per-query measure over each source's queries."""
+    sources = np.asarray([table.source_of(i) for i in range(len(table.qids))])
+    return {name: float(per_query[sources == name].mean()) for name in dict.fromkeys(sources.tolist())}
+
+
 def macro(table: HeadTable, per_query: np.ndarray) -> float:
     """Mean per source, then over sources (as selection weighs them)."""
-    sources = [table.source_of(i) for i in range(len(table.qids))]
-    return float(np.mean([per_query[[s == name for s in sources]].mean() for name in dict.fromkeys(sources)]))
+    return float(np.mean(list(source_means(table, per_query).values())))
 
 
-@dataclass
-class Timer:
-    """Seconds per query of rankers with different depths, interleaved list by list on the same lists."""
+def seconds_per_query(head_sets: dict[str, HeadSet], lists: list, model: str, dtype: str) -> tuple[dict, str]:
+    """(seconds per query of each head set, interleaved list by list on the same lists; the dtype they ran in
+    and why)."""
+    from headrank.ranker import HeadRanker
 
-    lists: list
-    model: str
-    dtype: str
-
-    def run(self, head_sets: dict[str, HeadSet]) -> tuple[dict[str, float], str]:
-        """(seconds per query of each head set, the dtype the rankers ran in and why)."""
-        from headrank.ranker import HeadRanker
-
-        rankers = {
-            name: HeadRanker.from_pretrained(self.model, heads, dtype=self.dtype) for name, heads in head_sets.items()
-        }
-        spent = dict.fromkeys(rankers, 0.0)
-        for ranker in rankers.values():  # first calls pay one-off setup
-            ranker.score(self.lists[0].query, self.lists[0].documents()[:5])
-        for lst in self.lists:
-            for name, ranker in rankers.items():
-                start = time.perf_counter()
-                ranker.score(lst.query, lst.documents())
-                spent[name] += time.perf_counter() - start
-        precision = next(iter(rankers.values())).backbone.precision
-        return {
-            name: total / len(self.lists) for name, total in spent.items()
-        }, f"{precision.dtype} ({precision.reason})"
+    rankers = {name: HeadRanker.from_pretrained(model, heads, dtype=dtype) for name, heads in head_sets.items()}
+    spent = dict.fromkeys(rankers, 0.0)
+    for ranker in rankers.values():  # first calls pay one-off setup
+        ranker.score(lists[0].query, lists[0].documents()[:5])
+    for lst in lists:
+        for name, ranker in rankers.items():
+            start = time.perf_counter()
+            ranker.score(lst.query, lst.documents())
+            spent[name] += time.perf_counter() - start
+    precision = next(iter(rankers.values())).backbone.precision
+    return {name: total / len(lists) for name, total in spent.items()}, f"{precision.dtype} ({precision.reason})"
 
 
 def pareto(args) -> tuple[list[dict], dict]:
@@ -104,7 +89,8 @@ def pareto(args) -> tuple[list[dict], dict]:
     train_tables = named_tables(args.train)
     test_tables = named_tables(args.test)
     table = merge_tables(list(train_tables.values()))
-    held = validation_qids(train_tables, data_dir, args.list_size, args.validation, args.seed)
+    limits = {name: len(t.qids) for name, t in train_tables.items()}  # a table holds the first N judged queries
+    held = held_out_qids(limits, data_dir, args.list_size, args.validation, args.seed)
     train = table.subset(q for q in table.qids if q not in held)
     validation = table.subset(q for q in table.qids if q in held)
     stats = head_stats(train)
@@ -115,21 +101,21 @@ def pareto(args) -> tuple[list[dict], dict]:
     for budget in budgets:
         candidates[f"budget {budget}"] = select_heads(stats, args.k, args.lam, args.measure, budget)
     reference = validation.set_ndcg(select_heads(stats, args.k, args.lam, args.measure))
+    reference_mean = macro(validation, reference)
 
     rows = []
     for name, heads in candidates.items():
         per_query = validation.set_ndcg(heads)
+        mean = macro(validation, per_query)
         row = {
             "selection": name,
             "heads": heads.describe() if name != "ICR (all heads)" else "all",
             "layers run": heads.depth,
-            "validation nDCG@10": macro(validation, per_query),
-            "vs unbudgeted": macro(validation, per_query) - macro(validation, reference),
+            "validation nDCG@10": mean,
+            "vs unbudgeted": mean - reference_mean,
             "p": randomization_p((per_query - reference).tolist()),
         }
-        for source in dict.fromkeys(validation.sources):
-            part = validation.subset(q for q, s in zip(validation.qids, validation.sources) if s == source)
-            row[f"val {source}"] = float(part.set_ndcg(heads).mean())
+        row |= {f"val {source}": value for source, value in source_means(validation, per_query).items()}
         for test_name, test in test_tables.items():
             row[f"{test_name} nDCG@10"] = float(test.set_ndcg(heads).mean())
         rows.append(row)
@@ -142,34 +128,38 @@ def pareto(args) -> tuple[list[dict], dict]:
     chosen = min(
         (r for r in budgeted if r["vs unbudgeted"] >= -args.tolerance), key=lambda r: (r["layers run"], r["selection"])
     )
+    chosen_budget = int(chosen["selection"].split()[-1])
 
+    timed_dtype = None
     if args.time_queries:
-        lists = load_dataset(args.time_dataset, data_dir).judged()[: args.time_queries]
-        timer = Timer([lst.head(args.list_size) for lst in lists], args.model, args.dtype)
+        lists = [lst.head(args.list_size) for lst in load_dataset(args.time_dataset, data_dir).judged()]
         unique = {}  # one ranker per distinct head set
         for name, heads in candidates.items():
             unique.setdefault(heads.describe(), (name, heads))
-        seconds, timed_dtype = timer.run(dict(unique.values()))
+        seconds, timed_dtype = seconds_per_query(
+            dict(unique.values()), lists[: args.time_queries], args.model, args.dtype
+        )
         icr = seconds["ICR (all heads)"]
         for row, heads in zip(rows, candidates.values()):
             row["s/query"] = seconds[unique[heads.describe()][0]]
             row["time / ICR"] = row["s/query"] / icr
     meta = {
         "machine": machine(),
-        "dtype of the timings": timed_dtype if args.time_queries else None,
+        "dtype of the timings": timed_dtype,
         "timed on": f"the first {args.time_queries} judged {args.time_dataset} queries, top-{args.list_size}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "train queries": {s: sum(1 for x in train.sources if x == s) for s in dict.fromkeys(train.sources)},
-        "validation queries": {
-            s: sum(1 for x in validation.sources if x == s) for s in dict.fromkeys(validation.sources)
-        },
+        "train queries": dict(Counter(train.sources)),
+        "validation queries": dict(Counter(validation.sources)),
         "test queries": {name: len(t.qids) for name, t in test_tables.items()},
         "selection": f"k {args.k}, lambda {args.lam}, {args.measure}",
         "rule": f"the shallowest budget within {args.tolerance} validation nDCG@10 of the unbudgeted selection",
         "chosen": chosen["selection"],
         "chosen heads": chosen["heads"],
         "bm25": bm25,
+        "selection record": selection_record(
+            list(train_tables), train, len(validation.qids), args.k, args.lam, args.measure, chosen_budget, args.seed
+        ),
     }
     return rows, meta
 
@@ -237,18 +227,8 @@ def main() -> None:
     tests = [t.partition("=")[0] for t in args.test]
     plot(rows, meta, tests, out / "depth_pareto.png")
     chosen = next(r for r in rows if r["selection"] == meta["chosen"])
-    selection = {
-        "datasets": list(meta["train queries"]),
-        "queries": sum(meta["train queries"].values()),
-        "held_out": sum(meta["validation queries"].values()),
-        "k": args.k,
-        "lam": args.lam,
-        "measure": args.measure,
-        "max_depth": int(meta["chosen"].split()[-1]),
-        "seed": args.seed,
-        "depth_rule": meta["rule"],
-    }
-    HeadSet.parse(chosen["heads"]).save(out / "heads.json", selection)
+    record = meta.pop("selection record")
+    HeadSet.parse(chosen["heads"]).save(out / "heads.json", record | {"depth_rule": meta["rule"]})
     (out / "depth_pareto.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
     columns = list(dict.fromkeys(c for r in rows for c in r if c != "heads"))
     lines = [f"* {k}: {v}" for k, v in meta.items() if k != "bm25"]

@@ -32,7 +32,7 @@ from headrank.analysis import kendall_tau
 from headrank.artifact import DEFAULT_ARTIFACT
 from headrank.backbone import load_backbone
 from headrank.baselines.rankgpt import GenerationCost, RankGPT
-from headrank.data import CandidateList, Qrels, default_data_dir
+from headrank.data import CandidateList, Qrels, default_data_dir, run_from_ranking, scored
 from headrank.datasets import load_dataset
 from headrank.evaluate import evaluate, format_table, machine
 from headrank.prompt import ListwisePrompt, PromptTemplate
@@ -320,18 +320,30 @@ def list_cost(ranker, lst: CandidateList, device: str) -> ListCost:
     return generation_cost(ranker, lst, device) if isinstance(ranker, RankGPT) else attention_cost(ranker, lst, device)
 
 
+def warm_up(rankers: dict, lst: CandidateList, device: str) -> None:
+    """First calls pay one-off setup: one short list through each ranker before anything is timed."""
+    for ranker in rankers.values():
+        list_cost(ranker, lst.head(5), device)
+
+
+def interleaved(rankers: dict, lists: Sequence[CandidateList], device: str) -> dict[str, list[ListCost]]:
+    """Each ranker's cost of each list, the rankers taking turns list by list, so that a slower stretch of the
+    machine hits all of them."""
+    costs: dict[str, list[ListCost]] = {name: [] for name in rankers}
+    for lst in lists:
+        for name, ranker in rankers.items():
+            costs[name].append(list_cost(ranker, lst, device))
+    return costs
+
+
 def compare_methods(rankers: dict, lists: Sequence[CandidateList], depths: Sequence[int], device: str) -> list[dict]:
-    """Every method on the same lists at each list depth, the methods interleaved list by list (so a slower
-    stretch of the machine hits all of them), each with its own windows: HeadRank and ICR split a list only
-    when it outgrows the context, RankGPT slides its window of 20 by 10 from the bottom."""
-    for ranker in rankers.values():  # first calls pay one-off setup
-        list_cost(ranker, lists[0].head(5), device)
+    """Every method on the same lists at each list depth (`interleaved`), each with its own windows: HeadRank
+    and ICR split a list only when it outgrows the context, RankGPT slides its window of 20 by 10 from the
+    bottom."""
+    warm_up(rankers, lists[0], device)
     rows = []
     for depth in depths:
-        costs: dict[str, list[ListCost]] = {name: [] for name in rankers}
-        for lst in lists:
-            for name, ranker in rankers.items():
-                costs[name].append(list_cost(ranker, lst.head(depth), device))
+        costs = interleaved(rankers, [lst.head(depth) for lst in lists], device)
 
         def mean(name: str, attr: str, costs=costs) -> float | int:
             """The mean over the lists; a count that is the same on every list stays an integer."""
@@ -360,25 +372,17 @@ def compare_methods(rankers: dict, lists: Sequence[CandidateList], depths: Seque
     return rows
 
 
-def ranking_run(lists: Sequence[CandidateList], rankings: Sequence[list[str]]) -> dict[str, dict[str, float]]:
-    """Rankings as an ir-measures run (scores n, n-1, ...)."""
-    return {lst.qid: {d: float(len(r) - i) for i, d in enumerate(r)} for lst, r in zip(lists, rankings)}
-
-
 def dtype_table(
     load: Callable[[str], HeadRanker], lists: Sequence[CandidateList], qrels: Qrels, device: str
 ) -> list[dict]:
     """Each compute dtype against float32 on the same lists, timed interleaved list by list: seconds per query,
     identical top-10s, Kendall tau of the whole reranked order, nDCG@10 and its paired test against float32."""
     rankers = {dtype: load(dtype) for dtype in ("float32", "bfloat16")}
-    costs: dict[str, list[ListCost]] = {dtype: [] for dtype in rankers}
-    for ranker in rankers.values():
-        attention_cost(ranker, lists[0].head(5), device)
-    for lst in lists:
-        for dtype, ranker in rankers.items():
-            costs[dtype].append(attention_cost(ranker, lst, device))
+    warm_up(rankers, lists[0], device)
+    costs = interleaved(rankers, lists, device)
     reference = [c.ranking for c in costs["float32"]]
-    runs = {dtype: ranking_run(lists, [c.ranking for c in cs]) for dtype, cs in costs.items()}
+    qids = [lst.qid for lst in lists]
+    runs = {dtype: scored(run_from_ranking(zip(qids, (c.ranking for c in cs)))) for dtype, cs in costs.items()}
     compared = {c.system: c for c in compare_runs(runs["float32"], runs, qrels, "nDCG@10")}
     position = lambda ranking: {d: i for i, d in enumerate(ranking)}  # noqa: E731
     rows = []
@@ -739,6 +743,8 @@ def main(argv: list[str] | None = None) -> None:
 
     data = load_dataset(args.dataset, default_data_dir(args.data_dir))
     judged = data.judged()
+    if len(judged) < args.queries:
+        parser.error(f"{args.dataset} has {len(judged)} judged queries, fewer than --queries {args.queries}")
     lists = judged[: args.queries]
     setup = Setup(args.model, args.device, lists)
 
@@ -750,8 +756,11 @@ def main(argv: list[str] | None = None) -> None:
     headrank = load_headrank(args.dtype)
     full = load_backbone(args.model, dtype=args.dtype, device=args.device)
     icr = HeadRanker(full)
-    plain = HeadRanker(load_backbone(args.model, dtype=args.dtype, device=args.device), RankerConfig(headrank.heads))
-    """the same heads untrained, for the sections that share one ranker between threads or rebuild its config."""
+    plain = (  # the same heads untrained, for the sections that share one ranker between threads or rebuild it
+        HeadRanker(load_backbone(args.model, dtype=args.dtype, device=args.device), RankerConfig(headrank.heads))
+        if sections & {"scaling", "forward", "settings"}
+        else None
+    )
     meta = {
         "machine": machine() if args.device == "cpu" else f"{machine()}, {torch.cuda.get_device_name()}",
         "device": args.device,

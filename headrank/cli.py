@@ -114,13 +114,20 @@ def cmd_eval(args) -> None:
 def cmd_select_heads(args) -> None:
     from headrank.data import default_data_dir
     from headrank.datasets import judged_lists
-    from headrank.heads import HeadTable, collect_head_table, head_stats, merge_tables, select_heads, write_stats
-    from headrank.training.lists import held_out
+    from headrank.heads import (
+        HeadTable,
+        collect_head_table,
+        head_stats,
+        merge_tables,
+        select_heads,
+        selection_record,
+        write_stats,
+    )
+    from headrank.training.lists import held_out_qids
 
     out = Path(args.out)
     table_path = out / "head_table.npz"
     data_dir = default_data_dir(args.data_dir)
-    validation: set[str] = set()
     if args.reuse and table_path.is_file():
         table = HeadTable.load(table_path)
     else:
@@ -132,28 +139,22 @@ def cmd_select_heads(args) -> None:
         table = merge_tables(tables)
         out.mkdir(parents=True, exist_ok=True)
         table.save(table_path)
-    if args.validation:  # the queries `headrank train` holds out with the same split: never chosen on
-        for name in dict.fromkeys(table.sources or args.dataset):
-            lists, qrels = judged_lists(name, data_dir, args.top_k, args.limit)
-            validation |= held_out(lists, qrels, args.top_k, args.validation, args.seed)[1]
+    datasets = list(dict.fromkeys(table.sources or args.dataset))
+    validation = (  # the queries `headrank train` holds out with the same split: never chosen on
+        held_out_qids(dict.fromkeys(datasets, args.limit), data_dir, args.top_k, args.validation, args.seed)
+        if args.validation
+        else set()
+    )
     train = table.subset(q for q in table.qids if q not in validation)
+    held = len(table.qids) - len(train.qids)
     stats = head_stats(train)
     write_stats(stats, out, args.lam, args.measure)
     chosen = select_heads(stats, args.k, args.lam, args.measure, args.max_depth)
-    selection = {
-        "datasets": list(dict.fromkeys(table.sources or args.dataset)),
-        "queries": len(train.qids),
-        "held_out": len(table.qids) - len(train.qids),
-        "k": args.k,
-        "lam": args.lam,
-        "measure": args.measure,
-        "max_depth": args.max_depth,
-        "seed": args.seed,
-    }
-    chosen.save(out / "heads.json", selection)
+    record = selection_record(datasets, train, held, args.k, args.lam, args.measure, args.max_depth, args.seed)
+    chosen.save(out / "heads.json", record)
     print(
-        f"selected {len(chosen.heads)} heads on {len(train.qids)} queries ({len(table.qids) - len(train.qids)} held "
-        f"out for validation), truncation depth {chosen.depth}: {chosen.describe()}"
+        f"selected {len(chosen.heads)} heads on {len(train.qids)} queries ({held} held out for validation), "
+        f"truncation depth {chosen.depth}: {chosen.describe()}"
     )
     print(f"wrote {out / 'heads.json'}, head_stats.csv/json and heatmaps in {out}")
 

@@ -192,15 +192,38 @@ def select_heads(
     over all heads, so a budget keeps the best heads by the same score, not a re-weighted one."""
     if measure not in ("ndcg", "pair_accuracy"):
         raise ValueError(f"measure must be 'ndcg' or 'pair_accuracy', not {measure!r}")
-    eligible = [i for i, (layer, _) in enumerate(stats.heads) if max_depth is None or layer < max_depth]
     if max_depth is not None and max_depth < 1:
         raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+    eligible = [i for i, (layer, _) in enumerate(stats.heads) if max_depth is None or layer < max_depth]
     if not 1 <= k <= len(eligible):
         within = f" within the first {max_depth} layers" if max_depth is not None else ""
         raise ValueError(f"k must be in 1..{len(eligible)} (the heads{within}), got {k}")
     score = stats.selection_score(lam, measure)[eligible]
     best = np.argsort(-score, kind="stable")[:k]
     return HeadSet.of(stats.heads[eligible[i]] for i in best)
+
+
+def selection_record(
+    datasets: Sequence[str],
+    train: HeadTable,
+    held_out: int,
+    k: int,
+    lam: float,
+    measure: str,
+    max_depth: int | None,
+    seed: int,
+) -> dict:
+    """How a head set was chosen, as its heads file and the artifacts trained from it keep it."""
+    return {
+        "datasets": list(datasets),
+        "queries": len(train.qids),
+        "held_out": held_out,
+        "k": k,
+        "lam": lam,
+        "measure": measure,
+        "max_depth": max_depth,
+        "seed": seed,
+    }
 
 
 def write_stats(stats: HeadStats, out: Path, lam: float, measure: str = "ndcg") -> None:

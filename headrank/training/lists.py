@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +57,18 @@ def held_out(
     if not fraction:
         return usable, set()
     return usable, set(split_queries([i.qid for i in usable], fraction, seed)[1])
+
+
+def held_out_qids(
+    datasets: Mapping[str, int | None], data_dir: Path, size: int, fraction: float, seed: int = 0
+) -> set[str]:
+    """The query ids `headrank train` holds out of these datasets, each read to its judged-query limit."""
+    from headrank.datasets import judged_lists
+
+    held: set[str] = set()
+    for name, limit in datasets.items():
+        held |= held_out(*judged_lists(name, data_dir, size, limit), size, fraction, seed)[1]
+    return held
 
 
 @dataclass
