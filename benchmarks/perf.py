@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,10 +35,9 @@ from headrank.baselines.rankgpt import GenerationCost, RankGPT
 from headrank.data import CandidateList, Qrels, default_data_dir, run_from_ranking, scored
 from headrank.datasets import load_dataset
 from headrank.evaluate import evaluate, format_table, machine
-from headrank.prompt import ListwisePrompt, PromptTemplate
+from headrank.prompt import PromptTemplate
 from headrank.ranker import HeadRanker, RankerConfig
 from headrank.results import best_first
-from headrank.scoring import query_attention, score_list
 from headrank.significance import compare_runs
 
 SECTIONS = ("methods", "dtype", "profile", "scaling", "forward", "settings")
@@ -275,23 +274,19 @@ class ListCost:
 
 
 def attention_cost(ranker: HeadRanker, lst: CandidateList, device: str) -> ListCost:
-    """HeadRanker.score's own calls, timed: per window one pass over the passages and one batched pass of the
-    query and its N/A twin over their cache. Every pass is a prefill: nothing is decoded."""
+    """HeadRanker.score, timed: per batch of windows one pass over the passages and one pass of the query and
+    its N/A twin over them. Every pass is a prefill: nothing is decoded."""
     sync(device)
     start = clock()
-    with torch.inference_mode():
-        prompts = ranker.prompts(lst.query, lst.documents())
-        scores = ranker.combine(
-            len(lst.candidates), [(p.order, ranker.prompt_scores(p, ranker.encode(p))) for p in prompts]
-        )
+    prompts = ranker.prompts(lst.query, lst.documents())
+    scores = ranker.score(lst.query, lst.documents())
     sync(device)
     wall, cpu = (end - begin for end, begin in zip(clock(), start))
     calibrate = ranker.config.scoring.calibrate
     tokens = sum(len(p.input_ids) + (len(p.calibration_ids) if calibrate else 0) for p in prompts)
     docids = lst.docids()
-    return ListCost(
-        wall, cpu, len(prompts), 2 * len(prompts), tokens, 0, wall, 0.0, [docids[i] for i in best_first(scores)]
-    )
+    passes = 2 * len(ranker.batches(prompts))
+    return ListCost(wall, cpu, len(prompts), passes, tokens, 0, wall, 0.0, [docids[i] for i in best_first(scores)])
 
 
 def generation_cost(ranker: RankGPT, lst: CandidateList, device: str) -> ListCost:
@@ -461,30 +456,22 @@ def length_scaling(selected: HeadRanker, setup: Setup, lengths: Sequence[int], c
 
 
 def forward_variants(ranker: HeadRanker, setup: Setup, top_k: int) -> list[dict]:
-    """The same scores three ways, each an exact rewrite of the one before, timed interleaved per list: ICR as
-    published runs the whole prompt twice (query, then N/A); headrank shares one prefix pass between them;
-    early exit then stops the last layer once its keys/values are cached. Rankings must not change."""
-    model, heads, scoring = ranker.model, ranker.heads, ranker.config.scoring
-    variants: dict[str, Callable[[ListwisePrompt], torch.Tensor]] = {
-        "two passes over the whole prompt (ICR as published)": lambda p: torch.cat(
-            [
-                query_attention(model, p, heads, False, exit_early=False),
-                query_attention(model, replace(p, query_ids=p.calibration_ids), heads, False, exit_early=False),
-            ]
-        ),
-        "one prefix pass shared by query and N/A": lambda p: query_attention(model, p, heads, True, exit_early=False),
-        "+ early exit at the last layer (default)": lambda p: query_attention(model, p, heads, True),
+    """The same attention rows two ways, timed interleaved per list: every layer run to its end, and early exit
+    (the default), which stops the last layer once its keys/values are kept. The rows must not change."""
+    variants = {
+        "every layer to its end": lambda p: ranker.token_attention([p], exit_early=False),
+        "+ early exit at the last layer (default)": lambda p: ranker.token_attention([p]),
     }
     prompts = [p for lst in setup.lists for p in ranker.prompts(lst.query, lst.head(top_k).documents())]
     spent = {name: [0.0, 0.0] for name in variants}
-    scores: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
+    rows_of: dict[str, list[torch.Tensor]] = {name: [] for name in variants}
     with torch.inference_mode():
         variants["+ early exit at the last layer (default)"](prompts[0])  # warm-up
         for prompt in prompts:
             for name, attend in variants.items():
                 sync(setup.device)
                 start = clock()
-                scores[name].append(score_list(attend(prompt), prompt, heads, scoring).scores.cpu())
+                rows_of[name].append(attend(prompt).cpu())
                 sync(setup.device)
                 spent[name] = [t + now - then for t, now, then in zip(spent[name], clock(), start)]
     first = next(iter(variants))
@@ -497,11 +484,7 @@ def forward_variants(ranker: HeadRanker, setup: Setup, top_k: int) -> list[dict]
                 "s/query": wall,
                 "CPU s/query": cpu,
                 "CPU time / first": cpu / (spent[first][1] / len(setup.lists)),
-                "max |score diff|": max(float((a - b).abs().max()) for a, b in zip(scores[name], scores[first])),
-                "same rankings": all(
-                    a.argsort(descending=True).tolist() == b.argsort(descending=True).tolist()
-                    for a, b in zip(scores[name], scores[first])
-                ),
+                "max |attention diff|": max(float((a - b).abs().max()) for a, b in zip(rows_of[name], rows_of[first])),
             }
         )
     return rows
@@ -785,8 +768,7 @@ def main(argv: list[str] | None = None) -> None:
         log("methods by list depth")
         rankers = {"HeadRank": headrank, "ICR (all heads, full depth)": icr}
         if args.window_tokens:
-            windowed = HeadRanker(headrank.backbone, replace(headrank.config, max_length=args.window_tokens))
-            windowed.prefix_context, windowed.artifact = headrank.prefix_context, headrank.artifact
+            windowed = headrank.variant(max_length=args.window_tokens)
             rankers[f"HeadRank, windows of <= {args.window_tokens} tokens"] = windowed
         if not args.skip_rankgpt:
             rankers["RankGPT (generative, window 20/10)"] = RankGPT(full)

@@ -34,7 +34,8 @@ def validation_lists(manifest: dict, data_dir: Path):
 
 def per_list_ndcg(ranker: HeadRanker, items, cache_dir: Path | None) -> np.ndarray:
     store = PrefixStore(ranker, "float16", cache_dir)
-    return np.array([ndcg_at(list_scores(ranker, i, store.get)[None], i.grades, i.ideal)[0] for i in items])
+    scores = list_scores(ranker, items, store.get)
+    return np.array([ndcg_at(s[None], i.grades, i.ideal)[0] for s, i in zip(scores, items)])
 
 
 def main() -> None:

@@ -98,11 +98,10 @@ def attach_adapter(ranker: HeadRanker, folder: Path, manifest: dict) -> None:
 
     if ranker.heads.depth != manifest["depth"]:
         raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
-    ranker.artifact = manifest
     if manifest.get("adapters") == NO_ADAPTER:
         return
     adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
     if manifest.get("adapters", "query") == "all":
-        ranker.backbone.model = adapter.merge_and_unload()
+        ranker.merged(adapter)
     else:
-        ranker.prefix_context = adapter.disable_adapter
+        ranker.adapt(adapter, query_only=True)

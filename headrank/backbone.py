@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from headrank.capture import IMPLEMENTATION, register_attention
+from headrank.family import set_depth
 from headrank.precision import Precision, choose_dtype
 
 log = logging.getLogger(__name__)
@@ -140,10 +141,11 @@ def _folder_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_backbone(model: str, dtype: str = "auto", device: str = "cpu") -> Backbone:
-    """Load model + tokenizer with the query-row attention function installed; dtype "auto" follows the
-    hardware (`precision.choose_dtype`)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_backbone(model: str, dtype: str = "auto", device: str = "cpu", depth: int | None = None) -> Backbone:
+    """Load model + tokenizer with the engine's attention function installed; dtype "auto" follows the
+    hardware (`precision.choose_dtype`). With `depth`, only the first `depth` layers are built and read: the
+    layers after the deepest head cost neither load time nor memory."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     try:
         precision = choose_dtype(dtype, device)
@@ -167,19 +169,13 @@ def load_backbone(model: str, dtype: str = "auto", device: str = "cpu") -> Backb
         location = model
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
-        lm = AutoModelForCausalLM.from_pretrained(location, dtype=DTYPES[dtype], attn_implementation=IMPLEMENTATION)
+        config = AutoConfig.from_pretrained(location)
+        if depth is not None and depth < config.num_hidden_layers:  # a head past the last layer: HeadSet says so
+            set_depth(config, depth)
+        lm = AutoModelForCausalLM.from_pretrained(
+            location, config=config, dtype=DTYPES[dtype], attn_implementation=IMPLEMENTATION
+        )
     except OSError as err:
         raise BackboneError(f"could not load {model!r}: {err}") from err
     lm.to(device).eval()
     return Backbone(model=lm, tokenizer=tokenizer, source=model, fingerprint=fingerprint, precision=precision)
-
-
-def truncate_depth(model: torch.nn.Module, depth: int) -> None:
-    """Keep only the first `depth` decoder layers: the layers after the deepest wanted head never run."""
-    layers = model.model.layers
-    if not 1 <= depth <= len(layers):
-        raise ValueError(f"depth must be in 1..{len(layers)}, got {depth}")
-    model.model.layers = layers[:depth]
-    model.config.num_hidden_layers = depth
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = model.config.layer_types[:depth]

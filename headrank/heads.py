@@ -10,14 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from headrank.data import CandidateList, Qrels
 from headrank.evaluate import adjacent_pair_accuracy, ndcg_at
 from headrank.headset import HeadSet
 from headrank.ranker import HeadRanker
-from headrank.scoring import ScoringConfig, query_attention, score_list
 
 
 def normalized_entropy(p: np.ndarray) -> np.ndarray:
@@ -91,27 +89,35 @@ class HeadTable:
         )
 
 
-@torch.inference_mode()
 def collect_head_table(
     ranker: HeadRanker, lists: Sequence[CandidateList], qrels: Qrels, progress: bool = True, source: str = ""
 ) -> HeadTable:
-    """One pass per list over every head the ranker holds: calibrated and raw per-head passage scores."""
+    """Calibrated and raw per-head passage scores of every list, over every head the ranker holds, the lists'
+    prompts batched as inference batches them (windowed exactly as inference windows)."""
+    if not ranker.config.scoring.calibrate or ranker.config.scoring.token_mask:
+        raise ValueError("head statistics need a calibrating ranker without the token mask")
     table = HeadTable(list(ranker.heads.heads), [], [], [], [], [])
-    for lst in tqdm(lists, desc="head statistics", unit="query", disable=not progress):
-        n = len(lst.candidates)
-        cal, raw = (np.zeros((len(table.heads), n), dtype=np.float32) for _ in range(2))
-        for prompt in ranker.prompts(lst.query, lst.documents()):  # windowed exactly as inference windows
-            attention = query_attention(ranker.model, prompt, ranker.heads, True, ranker.prefix_context)
-            window = score_list(attention, prompt, ranker.heads, ScoringConfig(calibrate=True)).per_head
-            cal[:, prompt.order] = window.float().cpu().numpy()
-            window = score_list(attention[:1], prompt, ranker.heads, ScoringConfig(calibrate=False)).per_head
-            raw[:, prompt.order] = window.float().cpu().numpy()
-        judged = qrels.get(lst.qid, {})
-        table.qids.append(lst.qid)
-        table.calibrated.append(cal)
-        table.raw.append(raw)
-        table.grades.append(np.asarray([judged.get(d, 0) for d in lst.docids()], dtype=float))
-        table.ideal.append(list(judged.values()))
+    chunk = 16  # lists scored together: the progress bar moves, and memory stays bounded
+    bar = tqdm(total=len(lists), desc="head statistics", unit="query", disable=not progress)
+    for start in range(0, len(lists), chunk):
+        part = lists[start : start + chunk]
+        prompts = [ranker.prompts(lst.query, lst.documents()) for lst in part]
+        scored = iter(ranker.score_many([p for ps in prompts for p in ps]))
+        for lst, list_prompts in zip(part, prompts):
+            n = len(lst.candidates)
+            cal, raw = (np.zeros((len(table.heads), n), dtype=np.float32) for _ in range(2))
+            for prompt in list_prompts:
+                scores = next(scored)
+                cal[:, prompt.order] = scores.per_head.numpy()
+                raw[:, prompt.order] = scores.raw.numpy()
+            judged = qrels.get(lst.qid, {})
+            table.qids.append(lst.qid)
+            table.calibrated.append(cal)
+            table.raw.append(raw)
+            table.grades.append(np.asarray([judged.get(d, 0) for d in lst.docids()], dtype=float))
+            table.ideal.append(list(judged.values()))
+        bar.update(len(part))
+    bar.close()
     if source:
         table.sources = [source] * len(table.qids)
     return table

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from headrank.artifact import attach_adapter, check_base, is_artifact, ranker_parts, read_manifest
-from headrank.backbone import Backbone, load_backbone, truncate_depth
+from headrank.backbone import Backbone, load_backbone
+from headrank.batching import default_batch_tokens, token_batches
+from headrank.family import ModelFamily
 from headrank.headset import HeadSet
 from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
 from headrank.results import (
@@ -22,7 +24,16 @@ from headrank.results import (
     document_text,
     ranked_by_scores,
 )
-from headrank.scoring import ListScores, PrefixCache, ScoringConfig, encode_prefix, query_attention, score_list
+from headrank.scoring import (
+    ListScores,
+    PrefixBatch,
+    ScoringConfig,
+    SuffixLayout,
+    encode_prefixes,
+    head_plans,
+    passage_scores,
+    query_attention,
+)
 
 
 @dataclass(frozen=True)
@@ -35,29 +46,40 @@ class RankerConfig:
     max_length: int | None = None
     """tokens per forward pass; longer lists are split into balanced windows (default: the model's limit)."""
     seed: int = 0
+    max_batch_tokens: int | None = None
+    """padded tokens per forward pass when many prompts are scored (default: chosen for the device, see
+    `batching.default_batch_tokens`); a prompt longer than the budget runs alone, so 1 is one prompt per pass."""
 
 
 class HeadRanker:
-    """Reranks passages from the attention of selected heads in one truncated forward pass, decoding nothing."""
+    """Reranks passages from the attention of selected heads in one truncated forward pass, decoding nothing.
+
+    The only door to the model: selection, training, curves, the benchmarks and the server ask it for scores
+    (of prompts, over reusable prefixes, batched under a token budget) and never reach into the model."""
 
     def __init__(self, backbone: Backbone, config: RankerConfig | None = None, *, truncate: bool = True):
         config = config or RankerConfig()
         if config.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, not {config.order!r}")
+        if config.max_batch_tokens is not None and config.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be at least 1, got {config.max_batch_tokens}")
         self.backbone = backbone
+        self.family = ModelFamily(backbone.model)
         self.heads = config.heads.resolve(backbone.num_layers, backbone.num_heads)
         self.config = config
         self.depth = self.heads.depth if truncate else backbone.num_layers
-        if self.depth < backbone.num_layers:
-            truncate_depth(backbone.model, self.depth)
+        if self.depth < self.family.num_layers:
+            self.family.truncate(self.depth)
         self.builder = PromptBuilder(backbone.tokenizer, config.template)
         self.max_length = min(config.max_length or backbone.max_length, backbone.max_length)
+        self.max_batch_tokens = config.max_batch_tokens or default_batch_tokens(str(self.family.device))
         self.artifact: dict | None = None
         """the manifest of the trained artifact this ranker was loaded from, if any."""
         self.prefix_context: Callable[[], AbstractContextManager] | None = None
-        """set by trained adapters: the context (adapters off) in which the passages are encoded. It switches
-        the adapters for the whole model, so a trained ranker serves one thread at a time (the server's single
-        worker and Ray's separate processes do); threads may share a ranker without an artifact."""
+        """set by `adapt` for query-span adapters: the context (adapters off) in which the passages are encoded.
+        It switches the adapters for the whole model, so a trained ranker serves one thread at a time (the
+        server's single worker and Ray's separate processes do); threads may share a ranker without one."""
+        self._plans: dict = {}
 
     @classmethod
     def from_pretrained(
@@ -74,18 +96,30 @@ class HeadRanker:
         max_passage_tokens: int | None = 256,
         max_passage_words: int | None = None,
         max_length: int | None = None,
+        max_batch_tokens: int | None = None,
     ) -> HeadRanker:
-        """Load a backbone (hub id, folder, .gguf, "embedded") or a trained artifact folder (headrank.json)."""
+        """Load a backbone (hub id, folder, .gguf, "embedded") or a trained artifact folder (headrank.json); only
+        the layers up to the deepest head are loaded when `truncate`."""
         if is_artifact(model):
-            return cls.from_artifact(model, dtype=dtype, device=device, truncate=truncate, max_length=max_length)
+            return cls.from_artifact(
+                model,
+                dtype=dtype,
+                device=device,
+                truncate=truncate,
+                max_length=max_length,
+                max_batch_tokens=max_batch_tokens,
+            )
         config = RankerConfig(
             heads=HeadSet.parse(heads),
             scoring=ScoringConfig(calibrate=calibrate, token_mask=token_mask),
             template=PromptTemplate(max_passage_tokens=max_passage_tokens, max_passage_words=max_passage_words),
             order=order,
             max_length=max_length,
+            max_batch_tokens=max_batch_tokens,
         )
-        return cls(load_backbone(str(model), dtype=dtype, device=device), config, truncate=truncate)
+        depth = config.heads.depth if truncate and config.heads.heads else None
+        backbone = load_backbone(str(model), dtype=dtype, device=device, depth=depth)
+        return cls(backbone, config, truncate=truncate)
 
     @classmethod
     def from_artifact(
@@ -97,15 +131,19 @@ class HeadRanker:
         base_model: str | None = None,
         truncate: bool = True,
         max_length: int | None = None,
+        max_batch_tokens: int | None = None,
     ) -> HeadRanker:
         """Rebuild a trained ranker: its base (checked by fingerprint), cut to its depth unless `truncate=False`,
         with its adapter attached. Heads, prompt, scoring and order are the artifact's; `max_length` (tokens per
-        window) is the caller's, as for any ranker."""
+        window) and `max_batch_tokens` are the caller's, as for any ranker."""
         folder = Path(folder).expanduser()
         manifest = read_manifest(folder)
-        backbone = load_backbone(base_model or manifest["base_model"], dtype=dtype, device=device)
+        depth = manifest["depth"] if truncate else None
+        backbone = load_backbone(base_model or manifest["base_model"], dtype=dtype, device=device, depth=depth)
         check_base(folder, manifest, backbone.fingerprint)
-        ranker = cls(backbone, RankerConfig(**ranker_parts(manifest), max_length=max_length), truncate=truncate)
+        config = RankerConfig(**ranker_parts(manifest), max_length=max_length, max_batch_tokens=max_batch_tokens)
+        ranker = cls(backbone, config, truncate=truncate)
+        ranker.artifact = manifest
         attach_adapter(ranker, folder, manifest)
         return ranker
 
@@ -115,8 +153,28 @@ class HeadRanker:
 
     def layer_calls(self) -> int:
         """Layers one forward pass runs (the depth after truncation)."""
-        return len(self.model.model.layers)
+        return self.family.num_layers
 
+    def adapt(self, peft_model, query_only: bool) -> None:
+        """Run with a LoRA adapter injected into this ranker's model: on the query span only (the passages are
+        then encoded with the adapter off, by the frozen base) or on every token."""
+        self.prefix_context = peft_model.disable_adapter if query_only else None
+
+    def variant(self, **changes) -> HeadRanker:
+        """The same model, adapter and artifact with other settings (e.g. `max_length`, `max_batch_tokens`)."""
+        other = HeadRanker(
+            self.backbone, replace(self.config, **changes), truncate=self.depth < self.backbone.num_layers
+        )
+        other.artifact, other.prefix_context = self.artifact, self.prefix_context
+        return other
+
+    def merged(self, peft_model) -> None:
+        """Fold an every-token adapter into the weights: free at inference."""
+        self.backbone.model = peft_model.merge_and_unload()
+        self.family = ModelFamily(self.backbone.model)
+        self.prefix_context = None
+
+    # -- prompts --------------------------------------------------------------------------------------------
     def prompts(
         self, query: str, documents: Sequence[Document], order: str | None = None, seed: int | None = None
     ) -> list[ListwisePrompt]:
@@ -133,30 +191,88 @@ class HeadRanker:
             for window in self.builder.windows(query, passage_ids, positions, self.max_length)
         ]
 
-    def encode(self, prompt: ListwisePrompt) -> PrefixCache:
-        """The pass over a prompt's passages (under `prefix_context`): reusable by `prompt_scores` as long as
-        the passages are encoded by weights that do not change (the frozen base of query-span adapters)."""
-        return encode_prefix(self.model, prompt, self.prefix_context)
+    def batches(self, prompts: Sequence[ListwisePrompt], max_prompts: int | None = None) -> list[list[int]]:
+        """Indices of `prompts` grouped into forward passes under the ranker's token budget, longest first."""
+        return token_batches([len(p.input_ids) for p in prompts], self.max_batch_tokens, max_prompts)
 
-    def prompt_scores(self, prompt: ListwisePrompt, prefix: PrefixCache | None = None) -> ListScores:
-        """Scores of one prompt by input position; differentiable when grad is enabled (training)."""
+    # -- scoring --------------------------------------------------------------------------------------------
+    def encode(self, prompts: Sequence[ListwisePrompt]) -> PrefixBatch:
+        """The pass over the prompts' passages (under `prefix_context`): reusable by `score_prompts` as long as
+        the passages are encoded by weights that do not change (the frozen base of query-span adapters)."""
+        return encode_prefixes(self.family, prompts, self.prefix_context)
+
+    def _head_plans(self) -> dict:
+        device = self.family.device
+        if device not in self._plans:
+            groups = self.family.num_heads // self.family.num_kv_heads
+            self._plans[device] = head_plans(self.heads, groups, device)
+        return self._plans[device]
+
+    def _attention(
+        self, prompts: Sequence[ListwisePrompt], prefix: PrefixBatch | None, exit_early: bool = True
+    ) -> tuple[torch.Tensor, SuffixLayout]:
         calibrate = self.config.scoring.calibrate
-        attention = query_attention(self.model, prompt, self.heads, calibrate, self.prefix_context, prefix)
-        return score_list(attention, prompt, self.heads, self.config.scoring)
+        if prefix is None:
+            prefix = encode_prefixes(self.family, prompts, self.prefix_context, exit_early)
+        layout = SuffixLayout.build(prompts, calibrate, prefix.kv[0][0].shape[2]).to(self.family.device)
+        plans = self._head_plans()
+        return query_attention(self.family, self.heads, plans, calibrate, prefix, layout, exit_early), layout
+
+    def token_attention(self, prompts: Sequence[ListwisePrompt], exit_early: bool = True) -> torch.Tensor:
+        """[prompts, 1 or 2 (query, N/A span), heads, longest prefix]: the mean attention of each span to each
+        prefix token, what the scores are reduced from. `exit_early=False` runs the last layer to its end (the
+        same rows, for timings and tests)."""
+        return self._attention(prompts, None, exit_early)[0]
+
+    def score_prompts(self, prompts: Sequence[ListwisePrompt], prefix: PrefixBatch | None = None) -> list[ListScores]:
+        """Scores of prompts in one batched pass (the prefix pass too unless `prefix` is given), by input position,
+        on the device; differentiable when grad is enabled (training)."""
+        attention, layout = self._attention(prompts, prefix)
+        weights = torch.tensor(self.heads.weight_vector(), dtype=attention.dtype).to(attention.device)
+        per_head, raw = passage_scores(attention, layout, weights, self.config.scoring)
+        scores = torch.einsum("h,bhp->bp", weights, per_head)
+        return [
+            ListScores(per_head[i, :, :n], scores[i, :n], raw[i, :, :n])
+            for i, n in enumerate(len(p.passage_spans) for p in prompts)
+        ]
+
+    def prompt_scores(self, prompt: ListwisePrompt, prefix: PrefixBatch | None = None) -> ListScores:
+        """`score_prompts` of one prompt."""
+        return self.score_prompts([prompt], prefix)[0]
+
+    @torch.no_grad()  # not inference_mode: stored prefixes computed here are reused with grad in training
+    def score_many(
+        self,
+        prompts: Sequence[ListwisePrompt],
+        prefix_for: Callable[[ListwisePrompt], PrefixBatch] | None = None,
+    ) -> list[ListScores]:
+        """Scores of any number of prompts, batched under the token budget, on the host in input order (one
+        transfer per batch). `prefix_for` gives stored prefix passes (training) instead of computing them."""
+        results: list[ListScores | None] = [None] * len(prompts)
+        for group in self.batches(prompts):
+            chosen = [prompts[i] for i in group]
+            prefix = PrefixBatch.stack([prefix_for(p) for p in chosen]) if prefix_for else None
+            for i, scores in zip(group, self._to_host(self.score_prompts(chosen, prefix))):
+                results[i] = scores
+        return results
+
+    @staticmethod
+    def _to_host(scored: list[ListScores]) -> list[ListScores]:
+        """Every score of a batch to the host in one copy (float32), split back per prompt."""
+        flat = torch.cat([t.reshape(-1).float() for s in scored for t in (s.per_head, s.scores, s.raw)]).cpu()
+        out, at = [], 0
+        for s in scored:
+            parts = []
+            for t in (s.per_head, s.scores, s.raw):
+                parts.append(flat[at : at + t.numel()].view(t.shape))
+                at += t.numel()
+            out.append(ListScores(*parts))
+        return out
 
     def score_lists(self, query: str, documents: Sequence[Document]) -> list[tuple[list[int], ListScores]]:
         """Score each forward pass of this list: (document indices by input position, scores)."""
-        return list(self.iter_lists(query, documents))
-
-    def iter_lists(self, query: str, documents: Sequence[Document]) -> Iterator[tuple[list[int], ListScores]]:
-        """`score_lists` one forward pass per step (input checked at once), so a server can interleave
-        the passes of a long list with those of short ones."""
-        return self._iter_prompts(self.prompts(query, documents))
-
-    @torch.inference_mode()
-    def _iter_prompts(self, prompts: list[ListwisePrompt]) -> Iterator[tuple[list[int], ListScores]]:
-        for prompt in prompts:
-            yield prompt.order, self.prompt_scores(prompt)
+        prompts = self.prompts(query, documents)
+        return [(p.order, s) for p, s in zip(prompts, self.score_many(prompts))]
 
     def head_table(self, count: int, lists: Iterable[tuple[list[int], ListScores]]) -> torch.Tensor:
         """[heads, documents] in the caller's document order from the scored passes of a list of `count`."""
@@ -179,6 +295,18 @@ class HeadRanker:
         """One score per document, in the caller's order."""
         return self.combine(len(documents), self.score_lists(query, documents))
 
+    def score_batch(self, requests: Sequence[tuple[str, Sequence[Document]]]) -> list[list[float]]:
+        """One score per document of each (query, documents), the prompts of every request batched together."""
+        prompts, owner = [], []
+        for r, (query, documents) in enumerate(requests):
+            for prompt in self.prompts(query, documents):
+                prompts.append(prompt)
+                owner.append(r)
+        passes: list[list[tuple[list[int], ListScores]]] = [[] for _ in requests]
+        for prompt, r, scores in zip(prompts, owner, self.score_many(prompts)):
+            passes[r].append((prompt.order, scores))
+        return [self.combine(len(documents), passes[r]) for r, (_, documents) in enumerate(requests)]
+
     def rank(
         self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
     ) -> RankedResults:
@@ -190,7 +318,18 @@ class HeadRanker:
         requests: Iterable[tuple[str, Sequence[Document]] | tuple[str, Sequence[Document], Sequence]],
         progress: bool = True,
         desc: str = "rerank",
+        chunk: int = 64,
     ) -> list[RankedResults]:
-        """Rank many (query, documents[, doc_ids]) requests with a progress bar."""
-        requests = list(requests)
-        return [self.rank(*request) for request in tqdm(requests, desc=desc, disable=not progress, unit="query")]
+        """Rank many (query, documents[, doc_ids]) requests, their prompts batched across queries under the
+        token budget (`chunk` queries at a time, for the progress bar and bounded memory)."""
+        requests = [tuple(r) for r in requests]
+        for r in requests:
+            check_doc_ids(r[1], r[2] if len(r) > 2 else None)
+        results: list[RankedResults] = []
+        with tqdm(total=len(requests), desc=desc, disable=not progress, unit="query") as bar:
+            for start in range(0, len(requests), chunk):
+                part = requests[start : start + chunk]
+                for r, scores in zip(part, self.score_batch([(r[0], r[1]) for r in part])):
+                    results.append(ranked_by_scores(r[0], r[1], scores, r[2] if len(r) > 2 else None))
+                bar.update(len(part))
+        return results

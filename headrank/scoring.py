@@ -1,14 +1,21 @@
-"""Per-head passage scores from query-span attention, with ICR's "N/A" calibration and token mask."""
+"""Per-head passage scores of a batch of prompts: one pass over their passages, one over their query and N/A
+spans, then ICR's calibration and token mask, all on the device with one transfer of indices per batch.
+
+Prompts of different lengths share a pass: prefixes are right-padded (causality hides the padding from every
+real row), and the suffix pass lays each prompt's query span and N/A span side by side in one row of the batch,
+with explicit positions and a mask that lets each span see its own prefix and itself, never the other span or
+the padding. So the prefix's keys and values are held once for both spans."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from headrank.capture import Capture, capturing
+from headrank.capture import EnginePass, HeadPlan, running
+from headrank.family import ModelFamily
 from headrank.headset import HeadSet
 from headrank.prompt import ListwisePrompt
 
@@ -23,120 +30,204 @@ class ScoringConfig:
 
 @dataclass
 class ListScores:
-    """Scores of one forward pass, indexed by input position."""
+    """Scores of one prompt, indexed by input position."""
 
     per_head: torch.Tensor
     """[heads, passages]: s~_h(i), calibrated if asked, times the number of passages."""
     scores: torch.Tensor
     """[passages]: the weighted sum over heads."""
+    raw: torch.Tensor | None = None
+    """[heads, passages]: the query span's attention mass, uncalibrated and unmasked (head statistics)."""
 
 
-def _suffix_batch(prompt: ListwisePrompt, calibrate: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Query span (and its N/A twin) right-padded into one batch; padded rows come last so causality hides them."""
-    suffixes = [prompt.query_ids] + ([prompt.calibration_ids] if calibrate else [])
-    width = max(len(s) for s in suffixes)
-    ids = torch.zeros(len(suffixes), width, dtype=torch.long, device=device)
-    rows = torch.zeros(len(suffixes), width, dtype=torch.bool, device=device)
-    for i, s in enumerate(suffixes):
-        ids[i, : len(s)] = torch.tensor(s, device=device)
-        rows[i, : len(s)] = True
-    return ids, rows
+@dataclass
+class PrefixBatch:
+    """Keys and values of every layer after the pass over a batch of prefixes, right-padded."""
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    """per layer ([batch, kv_heads, longest prefix, head_dim], the same for values)."""
+    lengths: list[int]
+
+    def item(self, i: int) -> PrefixBatch:
+        """Prompt i's prefix alone, cut to its length."""
+        n = self.lengths[i]
+        return PrefixBatch([(k[i : i + 1, :, :n], v[i : i + 1, :, :n]) for k, v in self.kv], [n])
+
+    def to(self, device=None, dtype=None) -> PrefixBatch:
+        return PrefixBatch([(k.to(device, dtype), v.to(device, dtype)) for k, v in self.kv], list(self.lengths))
+
+    @classmethod
+    def stack(cls, items: Sequence[PrefixBatch]) -> PrefixBatch:
+        """One batch from several, padded to the longest (the padding is masked in the suffix pass)."""
+        if len(items) == 1:
+            return items[0]
+        width = max(max(item.lengths) for item in items)
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, 0, width - t.shape[2]))
+
+        layers = len(items[0].kv)
+        kv = [
+            (
+                torch.cat([pad(item.kv[layer][0]) for item in items]),
+                torch.cat([pad(item.kv[layer][1]) for item in items]),
+            )
+            for layer in range(layers)
+        ]
+        return cls(kv, [n for item in items for n in item.lengths])
 
 
-PrefixCache = list[tuple[torch.Tensor, torch.Tensor]]
-"""keys and values of every layer after the pass over the prefix (batch 1)."""
+def _padded(rows: Sequence[Sequence[int]], width: int | None = None) -> torch.Tensor:
+    width = max(len(r) for r in rows) if width is None else width
+    out = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out
 
 
-def _last_layer(model, exit_early: bool) -> int | None:
-    """Where a pass may stop (see `Capture.stop_layer`); None runs every layer to the end, as before."""
-    return len(model.model.layers) - 1 if exit_early else None
+def _probe_mask(batch: int, device) -> torch.Tensor:
+    """A 4-D mask the model passes through untouched (the engine masks in its attention function), so that no
+    family spends time building one of its own."""
+    return torch.ones(batch, 1, 1, 1, dtype=torch.bool, device=device)
 
 
-def encode_prefix(
-    model,
-    prompt: ListwisePrompt,
+def encode_prefixes(
+    family: ModelFamily,
+    prompts: Sequence[ListwisePrompt],
     prefix_context: Callable[[], AbstractContextManager] | None = None,
     exit_early: bool = True,
-) -> PrefixCache:
-    """One pass over the passages. Of the last layer only its keys and values are computed (`exit_early`).
+) -> PrefixBatch:
+    """One pass over the passages of every prompt. Of the last layer only its keys and values are computed.
 
     `prefix_context` (e.g. a peft model's `disable_adapter`) wraps the pass and it then runs without grad: a
     trained ranker's adapters act on the query span only, so the passages are encoded by the frozen base and
     one prefix serves the reference and the trained model alike."""
-    from transformers import DynamicCache
+    device = family.device
+    lengths = [len(p.prefix_ids) for p in prompts]
+    ids = _padded([p.prefix_ids for p in prompts]).to(device, non_blocking=True)
+    positions = torch.arange(ids.shape[1], device=device)[None].expand(len(prompts), -1)
+    run = EnginePass(
+        query_positions=positions,
+        key_positions=positions,
+        keep_kv=True,
+        stop_layer=family.num_layers - 1 if exit_early else None,
+    )
+    frozen = prefix_context is not None
+    with torch.no_grad() if frozen else nullcontext(), prefix_context() if frozen else nullcontext(), running(run):
+        family.run(ids, positions, _probe_mask(len(prompts), device))
+    return PrefixBatch([run.kv[layer] for layer in range(family.num_layers)], lengths)
 
-    decoder = model.model
-    cache = DynamicCache(config=model.config)
-    prefix = torch.tensor([prompt.prefix_ids], device=decoder.embed_tokens.weight.device)
-    stop = Capture(heads={}, stop_layer=_last_layer(model, exit_early))
-    if prefix_context is None:
-        with capturing(stop):
-            decoder(input_ids=prefix, cache=cache, use_cache=True)
-    else:
-        with torch.no_grad(), prefix_context(), capturing(stop):
-            decoder(input_ids=prefix, cache=cache, use_cache=True)
-    return [(layer.keys, layer.values) for layer in cache.layers]
+
+@dataclass(frozen=True)
+class SuffixLayout:
+    """Host-side layout of a suffix pass, moved to the device in one go."""
+
+    ids: torch.Tensor
+    """[batch, width]: query span, then (calibrating) the N/A span, each padded to its longest."""
+    positions: torch.Tensor
+    """[batch, width]: each span continues its own prompt's prefix."""
+    segment: torch.Tensor
+    """[width]: 0 for the query span's columns, 1 for the N/A span's."""
+    real: torch.Tensor
+    """[batch, width] bool: a token, not padding."""
+    passage: torch.Tensor
+    """[batch, longest prefix]: each prefix token's passage (input position), or `passages` for none."""
+    counts: torch.Tensor
+    """[batch] passages per prompt."""
+    most: int
+    """the most passages of any prompt: `passage` marks prefix tokens outside every passage with it."""
+
+    @classmethod
+    def build(cls, prompts: Sequence[ListwisePrompt], calibrate: bool, prefix_width: int) -> SuffixLayout:
+        spans = [[p.query_ids for p in prompts]] + ([[p.calibration_ids for p in prompts]] if calibrate else [])
+        blocks = [_padded(span) for span in spans]
+        lengths = torch.tensor([p.query_start for p in prompts])
+        positions = torch.cat([lengths[:, None] + torch.arange(b.shape[1])[None] for b in blocks], dim=1)
+        segment = torch.cat([torch.full((b.shape[1],), s) for s, b in enumerate(blocks)])
+        real = torch.cat(
+            [
+                torch.arange(b.shape[1])[None] < torch.tensor([len(r) for r in span])[:, None]
+                for b, span in zip(blocks, spans)
+            ],
+            dim=1,
+        )
+        most = max(len(p.passage_spans) for p in prompts)
+        passage = torch.full((len(prompts), prefix_width), most, dtype=torch.long)
+        for i, p in enumerate(prompts):
+            for position, (start, end) in enumerate(p.passage_spans):
+                passage[i, start:end] = position
+        counts = torch.tensor([len(p.passage_spans) for p in prompts])
+        return cls(torch.cat(blocks, dim=1), positions, segment, real, passage, counts, most)
+
+    def to(self, device) -> SuffixLayout:
+        moved = {
+            k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()
+        }
+        return SuffixLayout(**moved)
+
+
+def head_plans(heads: HeadSet, groups: int, device) -> dict[int, HeadPlan]:
+    return {layer: HeadPlan.build(wanted, groups, device) for layer, wanted in heads.by_layer().items()}
 
 
 def query_attention(
-    model,
-    prompt: ListwisePrompt,
+    family: ModelFamily,
     heads: HeadSet,
+    plans: dict[int, HeadPlan],
     calibrate: bool,
-    prefix_context: Callable[[], AbstractContextManager] | None = None,
-    prefix: PrefixCache | None = None,
+    prefix: PrefixBatch,
+    layout: SuffixLayout,
     exit_early: bool = True,
 ) -> torch.Tensor:
-    """[1 or 2, heads, prefix_len]: mean attention of the query span (and the N/A span) to each prefix token.
-
-    The query and the N/A spans run as a batch of two short passes over the prefix's KV cache (computed
-    here unless `prefix` is given, which is left untouched and can be reused). Both passes end at the last
-    layer's attention (`exit_early=False` runs them to the end: the same result, for before/after timings).
-    Differentiable when called with grad enabled.
-    """
-    from transformers import DynamicCache
-
-    if prefix is None:
-        prefix = encode_prefix(model, prompt, prefix_context, exit_early)
-    device = model.model.embed_tokens.weight.device
-    suffix, row_mask = _suffix_batch(prompt, calibrate, device)
-    cache = DynamicCache(config=model.config)
-    for layer, (keys, values) in enumerate(prefix):
-        batch = (suffix.shape[0], *keys.shape[1:])
-        cache.update(keys.expand(batch), values.expand(batch), layer)
-    capture = Capture(heads=heads.by_layer(), row_mask=row_mask, stop_layer=_last_layer(model, exit_early))
-    with capturing(capture):
-        model.model(input_ids=suffix, cache=cache, use_cache=True)
-    per_layer = [capture.attention[layer][:, i] for layer, i in _head_slots(heads)]
-    return torch.stack(per_layer, dim=1)[:, :, : prompt.query_start]
-
-
-def _head_slots(heads: HeadSet) -> list[tuple[int, int]]:
-    """(layer, slot within that layer's capture) for each head in HeadSet order."""
-    by_layer = heads.by_layer()
-    return [(layer, by_layer[layer].index(head)) for layer, head in heads.heads]
+    """[batch, 1 or 2, heads, longest prefix]: mean attention of the query span (and the N/A span) to each prefix
+    token, in one pass over the prefix's keys and values (left untouched, reusable). Differentiable under grad."""
+    device = family.device
+    batch, width = layout.ids.shape
+    prefix_width = prefix.kv[0][0].shape[2]
+    keys = torch.arange(prefix_width, device=device)
+    own = layout.segment[None, :, None] == layout.segment[None, None, :]
+    causal = layout.positions[:, None, :] <= layout.positions[:, :, None]
+    inside = keys[None, :] < torch.as_tensor(prefix.lengths, device=device)[:, None]
+    allowed = torch.cat([inside[:, None, :].expand(batch, width, prefix_width), own & causal], dim=2)
+    segments = torch.stack([(layout.segment == s)[None] & layout.real for s in range(2 if calibrate else 1)], dim=1)
+    segments = segments.float() / segments.sum(dim=2, keepdim=True).clamp_min(1)
+    run = EnginePass(
+        query_positions=layout.positions,
+        key_positions=torch.cat([keys[None].expand(batch, -1), layout.positions], dim=1),
+        allowed=allowed,
+        heads=plans,
+        segments=segments,
+        prefix=prefix.kv,
+        stop_layer=family.num_layers - 1 if exit_early else None,
+    )
+    with running(run):
+        family.run(layout.ids, layout.positions, allowed[:, None])
+    slots = {layer: {head: i for i, head in enumerate(wanted)} for layer, wanted in heads.by_layer().items()}
+    per_head = [run.attention[layer][:, :, slots[layer][head]] for layer, head in heads.heads]
+    return torch.stack(per_head, dim=2)[..., :prefix_width]
 
 
-def passage_index(prompt: ListwisePrompt) -> torch.Tensor:
-    """For each prefix token, the input position of the passage it belongs to, or -1."""
-    index = torch.full((prompt.query_start,), -1, dtype=torch.long)
-    for position, (start, end) in enumerate(prompt.passage_spans):
-        index[start:end] = position
-    return index
-
-
-def score_list(attention: torch.Tensor, prompt: ListwisePrompt, heads: HeadSet, config: ScoringConfig) -> ListScores:
-    """Reduce token attention to passage scores (DESIGN.md): sum over each span, per head, then weighted."""
-    tokens = attention[0] - attention[1] if config.calibrate else attention[0]
-    index = passage_index(prompt).to(tokens.device)
-    inside = index >= 0
-    weights = torch.tensor(heads.weight_vector(), dtype=tokens.dtype, device=tokens.device)
-    keep = torch.ones(int(inside.sum()), dtype=tokens.dtype, device=tokens.device)
+def passage_scores(
+    attention: torch.Tensor, layout: SuffixLayout, weights: torch.Tensor, config: ScoringConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reduce token attention to passage scores (DESIGN.md): each span summed per head, times the number of
+    passages. Returns (per_head, raw), each [batch, heads, most passages]; raw is uncalibrated and unmasked."""
+    batch, _, heads, width = attention.shape
+    index, slots = layout.passage, layout.most + 1  # the last slot collects the tokens of no passage
+    inside = (index < layout.most).to(attention.dtype)
+    tokens = attention[:, 0] - attention[:, 1] if config.calibrate else attention[:, 0]
+    keep = inside
     if config.token_mask:
-        combined = weights @ tokens[:, inside]
-        threshold = combined.mean() - 2 * combined.std()
-        keep = (combined >= threshold).to(tokens.dtype)
-    n = len(prompt.passage_spans)
-    per_head = torch.zeros(tokens.shape[0], n, dtype=tokens.dtype, device=tokens.device)
-    per_head = per_head.index_add(1, index[inside], tokens[:, inside] * keep) * n
-    return ListScores(per_head=per_head, scores=weights @ per_head)
+        combined = torch.einsum("h,bht->bt", weights, tokens)
+        count = inside.sum(dim=1, keepdim=True)
+        mean = (combined * inside).sum(dim=1, keepdim=True) / count
+        std = (((combined - mean) ** 2 * inside).sum(dim=1, keepdim=True) / (count - 1).clamp_min(1)).sqrt()
+        keep = inside * (combined >= mean - 2 * std).to(attention.dtype)
+    expanded = index[:, None, :].expand(batch, heads, width)
+    scale = layout.counts.to(attention.dtype)[:, None, None]
+
+    def reduce(values: torch.Tensor) -> torch.Tensor:
+        summed = values.new_zeros(batch, heads, slots).scatter_add(2, expanded, values)
+        return summed[:, :, : slots - 1] * scale
+
+    return reduce(tokens * keep[:, None]), reduce(attention[:, 0] * inside[:, None])

@@ -1,8 +1,10 @@
 """HTTP service over one HeadRanker: Cohere/Jina `POST /v1/rerank` and text-embeddings-inference `POST /rerank`.
 
-The model is loaded once, before the app starts. One worker thread owns it: requests wait in a bounded
-queue (429 when full), and the worker advances up to `max_active` of them one forward pass at a time in
-turn, so a long list (many passes) cannot hold back a short one and memory stays bounded."""
+The model is loaded once, before the app starts. Requests are tokenized off the event loop and wait in a
+bounded queue (429 when full); one worker thread owns the model and batches the prompts of up to `max_active`
+requests into each forward pass under the ranker's token budget, the longest-waiting request first, so
+concurrent clients share passes, a long list cannot hold back a short one, and memory stays bounded. A batch
+that runs out of device memory is split and retried; a single prompt that still does is answered 503."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import queue
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Annotated
 
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,11 +40,14 @@ class ServeConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     queue_size: int = 32
     """requests waiting for the worker; one more is answered 429."""
-    max_active: int = 4
-    """requests the worker advances in turn, one forward pass each."""
+    max_active: int = 32
+    """requests whose prompts the worker batches together."""
+    max_batch_requests: int = 32
+    """requests whose prompts may share one forward pass (TEI's --max-batch-requests); the token budget is the
+    ranker's `max_batch_tokens`."""
 
     def __post_init__(self):
-        for name in ("max_documents", "max_body_bytes", "queue_size", "max_active"):
+        for name in ("max_documents", "max_body_bytes", "queue_size", "max_active", "max_batch_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -50,23 +56,34 @@ class QueueFull(Exception):
     """The request queue is at capacity: the client should retry later."""
 
 
+class Overloaded(Exception):
+    """The device ran out of memory even for one prompt alone: the client should retry later."""
+
+
 @dataclass
 class _Job:
     count: int
-    steps: Iterator
+    prompts: list
     future: Future = field(default_factory=Future)
-    lists: list = field(default_factory=list)
+    scored: list = field(default_factory=list)
+
+    @property
+    def pending(self) -> list:
+        return self.prompts[len(self.scored) :]
 
 
 class Scheduler:
-    """One worker thread that owns the model and interleaves the forward passes of active requests."""
+    """One worker thread that owns the model. Each step forms one batch from the ready prompts of the active
+    requests (the longest-waiting first) under the ranker's token budget and `max_batch_requests`, so that
+    concurrent clients share forward passes and a long list cannot hold back a short one."""
 
-    def __init__(self, ranker: HeadRanker, queue_size: int = 32, max_active: int = 4):
+    def __init__(self, ranker: HeadRanker, queue_size: int = 32, max_active: int = 32, max_batch_requests: int = 32):
         self.ranker = ranker
         self.max_active = max_active
+        self.max_batch_requests = max_batch_requests
         self.waiting: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.active: deque[_Job] = deque()
-        """admitted jobs, the one whose pass is running first."""
+        """admitted jobs, the one served longest ago first."""
         self._thread = threading.Thread(target=self._run, name="headrank-worker", daemon=True)
 
     def start(self) -> None:
@@ -77,8 +94,9 @@ class Scheduler:
         self._thread.join()
 
     def submit(self, query: str, documents: Sequence[Document]) -> Future:
-        """Queue a list for scoring; the future gets one score per document. Input is checked here."""
-        job = _Job(len(documents), self.ranker.iter_lists(query, documents))
+        """Tokenize a list and queue it; the future gets one score per document. Input is checked here (call it
+        off the event loop: tokenizing a large request takes seconds)."""
+        job = _Job(len(documents), self.ranker.prompts(query, documents))
         try:
             self.waiting.put_nowait(job)
         except queue.Full:
@@ -99,26 +117,51 @@ class Scheduler:
 
     def _run(self) -> None:
         while self._admit():
-            if self._step(self.active[0]):
-                self.active.popleft()
-            else:
-                self.active.rotate(-1)
+            self._step()
         for job in self.active:
             job.future.cancel()
 
-    def _step(self, job: _Job) -> bool:
-        """One forward pass of a job; True once it is over (scored, failed, or its client went away)."""
-        if job.future.cancelled():
-            return True
+    def _step(self) -> None:
+        """Drop cancelled jobs, run one batch, settle the jobs it finished, and rotate the ones it served."""
+        for job in [j for j in self.active if j.future.cancelled() or not j.pending]:
+            self.active.remove(job)
+            if not job.future.cancelled():  # an empty list: nothing to run
+                self._settle(job, result=self.ranker.combine(job.count, []))
+        if not self.active:
+            return
+        pool = [(job, p) for job in list(self.active)[: self.max_batch_requests] for p in job.pending]
+        groups = self.ranker.batches([p for _, p in pool])
+        chosen = [pool[i] for i in next(g for g in groups if 0 in g)]  # the longest-waiting job's next prompt
         try:
-            step = next(job.steps, None)
-            if step is not None:
-                job.lists.append(step)
-                return False
-            self._settle(job, result=self.ranker.combine(job.count, job.lists))
-        except Exception as err:  # one bad request must not stop the worker
-            self._settle(job, error=err)
-        return True
+            results = self._score([p for _, p in chosen])
+        except Exception as err:  # one bad batch fails its own jobs, never the worker
+            for job in {id(j): j for j, _ in chosen}.values():
+                self.active.remove(job)
+                self._settle(job, error=err)
+            return
+        served = []
+        for (job, prompt), scores in zip(chosen, results):
+            job.scored.append((prompt.order, scores))
+            if job not in served:
+                served.append(job)
+        for job in served:
+            self.active.remove(job)
+            if job.pending:
+                self.active.append(job)  # served: to the back of the line
+            else:
+                self._settle(job, result=self.ranker.combine(job.count, job.scored))
+
+    def _score(self, prompts: list) -> list:
+        """Score a batch; on running out of device memory, in halves, down to one prompt (then `Overloaded`)."""
+        try:
+            return self.ranker.score_many(prompts)
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(prompts) == 1:
+                raise Overloaded("the device is out of memory for this list; retry later") from None
+            half = len(prompts) // 2
+            return self._score(prompts[:half]) + self._score(prompts[half:])
 
     @staticmethod
     def _settle(job: _Job, result=None, error: Exception | None = None) -> None:
@@ -232,6 +275,9 @@ class Health(BaseModel):
     active: int
     queue_size: int
     peak_rss_mb: float
+    device_memory_mb: float | None = None
+    """memory the model's accelerator holds now (None on a CPU)."""
+    peak_device_memory_mb: float | None = None
 
 
 class ErrorBody(BaseModel):
@@ -252,6 +298,7 @@ ERRORS = {
     413: {"model": ErrorBody, "description": "the body is over the size limit"},
     422: {"model": ValidationErrorBody, "description": "the request does not validate"},
     429: {"model": ErrorBody, "description": "the queue is full; retry after the Retry-After header's seconds"},
+    503: {"model": ErrorBody, "description": "out of device memory; retry after the Retry-After header's seconds"},
 }
 
 
@@ -323,7 +370,7 @@ async def _result(future: Future, request: Request, poll_s: float = 0.5) -> list
 def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI:
     """The FastAPI app over a loaded ranker; its worker thread runs while the app is served."""
     config = config or ServeConfig()
-    scheduler = Scheduler(ranker, config.queue_size, config.max_active)
+    scheduler = Scheduler(ranker, config.queue_size, config.max_active, config.max_batch_requests)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -349,7 +396,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         if not documents:
             return []
         try:
-            future = scheduler.submit(query, documents)
+            future = await asyncio.to_thread(scheduler.submit, query, documents)
         except QueueFull as err:
             raise HTTPException(429, f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from err
         except (TypeError, ValueError) as err:
@@ -358,6 +405,8 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             values = await _result(future, request)
         except (TypeError, ValueError) as err:  # e.g. a passage longer than the model takes
             raise HTTPException(422, str(err)) from err
+        except Overloaded as err:
+            raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from err
         shown = values if raw else relevance_scores(values)
         return [(i, shown[i]) for i in best_first(values, top_n)]
 
@@ -373,6 +422,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             active=len(scheduler.active),
             queue_size=config.queue_size,
             peak_rss_mb=round(peak_rss_mb(), 1),
+            **_device_memory(ranker),
         )
 
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
@@ -399,7 +449,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         """Cohere v2 shape (`cohere.ClientV2`, LangChain's CohereRerank)."""
         documents = body.documents
         if body.max_tokens_per_doc is not None and documents:
-            documents = _cut_tokens(ranker, documents, body.max_tokens_per_doc)
+            documents = await asyncio.to_thread(_cut_tokens, ranker, documents, body.max_tokens_per_doc)
         order = await ranked(request, body.query, documents, body.top_n, body.raw_scores)
         return RerankResponseV2(
             id=str(uuid.uuid4()),
@@ -416,6 +466,16 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
 
     _declare_limits(app, config)
     return app
+
+
+def _device_memory(ranker) -> dict:
+    family = getattr(ranker, "family", None)
+    if family is None or family.device.type != "cuda":
+        return {}
+    return {
+        "device_memory_mb": round(torch.cuda.memory_allocated(family.device) / 2**20, 1),
+        "peak_device_memory_mb": round(torch.cuda.max_memory_allocated(family.device) / 2**20, 1),
+    }
 
 
 def _cut_tokens(ranker, documents: list[str], limit: int) -> list[str]:

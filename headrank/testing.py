@@ -38,32 +38,72 @@ def tiny_tokenizer(vocab_size: int = 400):
     return fast
 
 
-def tiny_model(num_layers: int = 4, num_heads: int = 4, kv_heads: int = 2, max_positions: int = 2048, seed: int = 0):
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+FAMILIES = ("qwen3", "llama", "mistral", "gemma3", "phi3")
+"""the decoder families the engine is tested on: GQA with q/k norms, plain GQA, a sliding window shorter than the
+prompt, alternating sliding and full layers (scaled embeddings, q/k norms), and a fused qkv projection."""
+TINY_WINDOW = 40
+"""the sliding window of the tiny Mistral and Gemma 3: far shorter than any test prompt."""
 
-    from headrank.capture import IMPLEMENTATION, register_attention
 
-    register_attention()
-    torch.manual_seed(seed)
-    config = Qwen3Config(
+def tiny_config(family: str = "qwen3", num_layers: int = 4, num_heads: int = 4, kv_heads: int = 2, max_positions=2048):
+    """A small config of a real family (random weights follow from it)."""
+    import transformers
+
+    shared = dict(
         vocab_size=512,
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
         num_key_value_heads=kv_heads,
-        head_dim=16,
         max_position_embeddings=max_positions,
         tie_word_embeddings=True,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
     )
+    if family == "qwen3":
+        return transformers.Qwen3Config(head_dim=16, **shared)
+    if family == "llama":
+        return transformers.LlamaConfig(head_dim=16, **shared)
+    if family == "mistral":
+        return transformers.MistralConfig(head_dim=16, sliding_window=TINY_WINDOW, **shared)
+    if family == "gemma3":
+        kinds = ["sliding_attention", "full_attention"] * (num_layers // 2) + ["sliding_attention"] * (num_layers % 2)
+        return transformers.Gemma3TextConfig(
+            head_dim=16, sliding_window=TINY_WINDOW, layer_types=kinds, query_pre_attn_scalar=16, **shared
+        )
+    if family == "phi3":
+        return transformers.Phi3Config(**shared)
+    raise ValueError(f"unknown tiny family {family!r}: one of {FAMILIES}")
+
+
+def tiny_model(
+    num_layers: int = 4,
+    num_heads: int = 4,
+    kv_heads: int = 2,
+    max_positions: int = 2048,
+    seed: int = 0,
+    family: str = "qwen3",
+):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from headrank.capture import IMPLEMENTATION, register_attention
+
+    register_attention()
+    torch.manual_seed(seed)
+    config = tiny_config(family, num_layers, num_heads, kv_heads, max_positions)
     config._attn_implementation = IMPLEMENTATION
-    model = Qwen3ForCausalLM(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.config._attn_implementation = IMPLEMENTATION
     # random init is too flat to rank anything; sharper queries and keys give peaked, testable attention
     with torch.no_grad():
         for layer in model.model.layers:
-            layer.self_attn.q_proj.weight.mul_(8)
-            layer.self_attn.k_proj.weight.mul_(8)
+            attention = layer.self_attn
+            for name in ("q_proj", "k_proj", "qkv_proj"):
+                if hasattr(attention, name):
+                    getattr(attention, name).weight.mul_(8)
     return model
 
 

@@ -7,7 +7,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.perf import PeakMemory, pass_flops
 from headrank.prompt import ListwisePrompt
-from headrank.scoring import encode_prefix
+from headrank.family import ModelFamily
+from headrank.scoring import encode_prefixes
 from headrank.testing import tiny_model
 
 
@@ -29,7 +30,7 @@ def test_early_exit_flops_match_torch_counter():
     tokens = 300
     prompt = ListwisePrompt(list(range(tokens)), [1], [2], [(0, tokens)], [0])
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        encode_prefix(model, prompt)
+        encode_prefixes(ModelFamily(model), [prompt])
     matmuls = counter.get_flop_counts()["Global"][torch.ops.aten.mm]
     config = model.config
     attention = 2 * 4 * config.num_attention_heads * config.head_dim * tokens * (tokens + 1) / 2

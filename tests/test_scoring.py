@@ -8,7 +8,7 @@ import torch
 from headrank.headset import HeadSet, HeadSetError
 from headrank.prompt import PromptBuilder
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.scoring import ScoringConfig, query_attention, score_list
+from headrank.scoring import ScoringConfig, SuffixLayout, passage_scores
 from headrank.testing import tiny_backbone
 
 from .conftest import DOCS, FLEA_QUERY
@@ -22,32 +22,36 @@ def _prompt(backbone):
 def test_calibration_subtracts_the_na_pass(tiny):
     prompt = _prompt(tiny)
     heads = HeadSet.of([(0, 1), (2, 3)])
+    ranker = HeadRanker(tiny, RankerConfig(heads=heads))
     with torch.no_grad():
-        attention = query_attention(tiny.model, prompt, heads, calibrate=True)
-    raw = score_list(attention[:1], prompt, heads, ScoringConfig(calibrate=False))
-    calibrated = score_list(attention, prompt, heads, ScoringConfig(calibrate=True))
-    na = score_list(attention[1:], prompt, heads, ScoringConfig(calibrate=False))
-    assert torch.allclose(calibrated.per_head, raw.per_head - na.per_head, atol=1e-6)
-    # by hand: head 0, passage at input position 2, summed over its span, times the number of passages
-    start, end = prompt.passage_spans[2]
-    assert raw.per_head[0, 2].item() == pytest.approx(attention[0, 0, start:end].sum().item() * 5, rel=1e-5)
-    assert torch.allclose(raw.scores, raw.per_head.sum(0))
+        attention = ranker.token_attention([prompt])[0]
+        scored = ranker.prompt_scores(prompt)
+    # by hand: each head's attention summed over each passage's span, times the number of passages
+    n = len(prompt.passage_spans)
+    raw = torch.stack([attention[0, :, a:b].sum(-1) * n for a, b in prompt.passage_spans], dim=1)
+    na = torch.stack([attention[1, :, a:b].sum(-1) * n for a, b in prompt.passage_spans], dim=1)
+    assert torch.allclose(scored.raw, raw, atol=1e-6)
+    assert torch.allclose(scored.per_head, raw - na, atol=1e-6)
+    assert torch.allclose(scored.scores, scored.per_head.sum(0))
+    uncalibrated = HeadRanker(tiny, RankerConfig(heads=heads, scoring=ScoringConfig(calibrate=False)))
+    with torch.no_grad():
+        assert torch.allclose(uncalibrated.prompt_scores(prompt).per_head, raw, atol=1e-6)
 
 
 def test_token_mask_drops_outlier_tokens(tiny):
     prompt = _prompt(tiny)
-    heads = HeadSet.of([(1, 0)])
+    ranker = HeadRanker(tiny, RankerConfig(heads=HeadSet.of([(1, 0)])))
     with torch.no_grad():
-        attention = query_attention(tiny.model, prompt, heads, calibrate=True)
-    tokens = attention[0, 0] - attention[1, 0]
+        attention = ranker.token_attention([prompt])
     start = prompt.passage_spans[0][0]
-    tokens[start] = -1.0  # an outlier far below mean - 2 sigma
-    attention = torch.stack([tokens + attention[1, 0], attention[1, 0]])[:, None]
-    plain = score_list(attention, prompt, heads, ScoringConfig(token_mask=False))
-    masked = score_list(attention, prompt, heads, ScoringConfig(token_mask=True))
-    assert plain.scores[0] < -4.0
-    assert masked.scores[0] > plain.scores[0] + 4.0
-    assert torch.allclose(masked.scores[1:], plain.scores[1:])
+    attention[0, 0, 0, start] = attention[0, 1, 0, start] - 1.0  # an outlier far below mean - 2 sigma
+    layout = SuffixLayout.build([prompt], True, attention.shape[-1])
+    weights = torch.ones(1)
+    plain, _ = passage_scores(attention, layout, weights, ScoringConfig(token_mask=False))
+    masked, _ = passage_scores(attention, layout, weights, ScoringConfig(token_mask=True))
+    assert plain[0, 0, 0] < -4.0
+    assert masked[0, 0, 0] > plain[0, 0, 0] + 4.0
+    assert torch.allclose(masked[0, 0, 1:], plain[0, 0, 1:])
 
 
 def test_weights_scale_heads(tiny):
@@ -62,7 +66,7 @@ def test_truncation_runs_fewer_layers_with_identical_scores():
     cut = HeadRanker(tiny_backbone(), RankerConfig(heads=heads), truncate=True)
     calls = {"full": 0, "cut": 0}
     for name, ranker in (("full", full), ("cut", cut)):
-        for layer in ranker.model.model.layers:
+        for layer in ranker.family.layers:
             layer.register_forward_pre_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
     lm_head_calls = []
     cut.model.lm_head.register_forward_hook(lambda *_: lm_head_calls.append(1))
@@ -75,13 +79,14 @@ def test_truncation_runs_fewer_layers_with_identical_scores():
 def test_early_exit_skips_the_last_layers_tail_with_identical_attention(tiny):
     prompt = _prompt(tiny)
     heads = HeadSet.of([(0, 1), (3, 2)])
-    last = tiny.model.model.layers[-1]
+    ranker = HeadRanker(tiny, RankerConfig(heads=heads), truncate=False)
+    last = ranker.family.layers[-1]
     tails = []
     handles = [m.register_forward_hook(lambda m, *_: tails.append(m)) for m in (last.mlp, last.self_attn.o_proj)]
     with torch.no_grad():
-        early = query_attention(tiny.model, prompt, heads, calibrate=True)
+        early = ranker.token_attention([prompt])
         assert tails == []  # neither pass ran the last layer's attention output or MLP
-        full = query_attention(tiny.model, prompt, heads, calibrate=True, exit_early=False)
+        full = ranker.token_attention([prompt], exit_early=False)
     for handle in handles:
         handle.remove()
     assert len(tails) == 4  # o_proj and MLP, in the prefix pass and the query pass

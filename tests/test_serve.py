@@ -37,25 +37,31 @@ def client(ranker):
 
 
 class Gated:
-    """A ranker whose lists wait at their first forward pass until the test opens the gate; counts passes."""
+    """A ranker whose forward passes wait until the test opens the gate; counts the prompts scored per query."""
 
     def __init__(self, ranker: HeadRanker):
         self.ranker = ranker
         self.entered = threading.Event()
         self.gate = threading.Event()
         self.passes: dict[str, int] = {}
+        self.batches_run: list[int] = []
+        self._query: dict[int, str] = {}
 
-    def iter_lists(self, query, documents):
-        steps = self.ranker.iter_lists(query, documents)
+    def prompts(self, query, documents):
+        prompts = self.ranker.prompts(query, documents)
+        self._query.update((id(p), query) for p in prompts)
+        return prompts
 
-        def gated():
-            self.entered.set()
-            self.gate.wait(60)
-            for step in steps:
-                self.passes[query] = self.passes.get(query, 0) + 1
-                yield step
+    def batches(self, prompts):
+        return self.ranker.batches(prompts)
 
-        return gated()
+    def score_many(self, prompts):
+        self.entered.set()
+        self.gate.wait(60)
+        for p in prompts:
+            self.passes[self._query[id(p)]] = self.passes.get(self._query[id(p)], 0) + 1
+        self.batches_run.append(len(prompts))
+        return self.ranker.score_many(prompts)
 
     def combine(self, count, lists):
         return self.ranker.combine(count, lists)
@@ -228,6 +234,27 @@ def test_a_long_list_does_not_hold_back_a_short_one(ranker):
         scheduler.stop()
     assert len(ranker.score_lists(FLEA_QUERY, DOCS * 3)) >= 4
     assert done == ["short", "long"]
+
+
+def test_one_pass_serves_the_prompts_of_several_requests():
+    """With a budget that holds them, the waiting requests' prompts share forward passes, and each answer is
+    the one the ranker gives alone."""
+    wide = Gated(HeadRanker(tiny_backbone(), RankerConfig(max_length=MAX_LENGTH, max_batch_tokens=100_000)))
+    scheduler = Scheduler(wide, queue_size=8, max_active=8)
+    requests = [(FLEA_QUERY, DOCS), ("what is wifi", DOCS[:2]), ("goldfish tank", DOCS * 2)]
+    futures = [scheduler.submit(q, d) for q, d in requests]  # queued before the worker starts
+    wide.gate.set()
+    scheduler.start()
+    try:
+        answers = [f.result(60) for f in futures]
+    finally:
+        scheduler.stop()
+    prompts = sum(len(wide.ranker.prompts(q, d)) for q, d in requests)
+    assert sum(wide.batches_run) == prompts and max(wide.batches_run) > 1
+    assert len(wide.batches_run) < prompts
+    for (q, d), answer in zip(requests, answers):
+        alone = wide.ranker.score(q, d)
+        assert max(abs(a - b) for a, b in zip(alone, answer)) <= 1e-5 * max(map(abs, alone))
 
 
 def test_scheduler_refuses_when_full_and_checks_input(ranker):

@@ -15,7 +15,7 @@ from headrank.data import Candidate, CandidateList, write_candidates
 from headrank.evaluate import middle_zone
 from headrank.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.scoring import encode_prefix
+from headrank.scoring import encode_prefixes
 from headrank.testing import save_tiny, tiny_backbone
 from headrank.training import TrainConfig, train_artifact
 from headrank.training.curves import curve_point
@@ -173,9 +173,9 @@ def test_query_adapters_leave_the_passages_and_all_token_adapters_change_them():
     query, prompt = _train_a_little("query")
     everywhere, _ = _train_a_little("all")
     with torch.no_grad():
-        reference = encode_prefix(base.model, prompt)
-        by_query = query.ranker.encode(prompt)
-        by_all = everywhere.ranker.encode(prompt)
+        reference = encode_prefixes(base.family, [prompt]).kv
+        by_query = query.ranker.encode([prompt]).kv
+        by_all = everywhere.ranker.encode([prompt]).kv
     same = [torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(by_query, reference)]
     assert all(same)
     assert not torch.allclose(by_all[-1][0], reference[-1][0], atol=1e-4)

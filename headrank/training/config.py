@@ -8,7 +8,7 @@ PAIR_MODES = ("alps", "random")
 LOSSES = ("dpo", "listwise")
 ADAPTER_MODES = ("query", "all")
 TRAIN_ORDERS = ("random", "inference")
-CACHE_DTYPES = ("float16", "bfloat16", "float32")
+CACHE_DTYPES = ("model", "float16", "bfloat16", "float32")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class TrainConfig:
     """distinct shuffles per list for order=random, cycled by epoch (each is encoded once and cached)."""
     lora_rank: int = 8
     lora_alpha: int = 16
-    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora_targets: tuple[str, ...] = ()
+    """attention modules LoRA adapts (empty: the family's attention projections, e.g. q/k/v/o or Phi-3's fused qkv)."""
     grad_clip: float = 1.0
     eval_every: int = 10
     """optimizer steps between two evaluations of the learning curves (and checkpoints)."""
@@ -56,7 +57,7 @@ class TrainConfig:
     """training lists evaluated for the training curve (a fixed seeded sample)."""
     validation: float = 0.2
     """share of each dataset's queries held out for validation (by query, seeded)."""
-    cache_dtype: str = "float16"
+    cache_dtype: str = "model"
     """dtype in which frozen prefix keys/values are kept between steps."""
     seed: int = 0
 

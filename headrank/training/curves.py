@@ -7,34 +7,38 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from headrank.evaluate import ndcg_at
+from headrank.prompt import ListwisePrompt
 from headrank.ranker import HeadRanker
-from headrank.scoring import PrefixCache
+from headrank.scoring import PrefixBatch
 from headrank.training.lists import TrainingList
 
 
 def list_scores(
-    ranker: HeadRanker, item: TrainingList, prefix_for: Callable[[object], PrefixCache | None] | None = None
-) -> np.ndarray:
-    """The ranker's score of each text of a list (first-stage order): `HeadRanker.score`'s own reduction, with
-    the passage passes taken from `prefix_for` (the training cache) where given."""
-    with torch.no_grad():
-        passes = [
-            (prompt.order, ranker.prompt_scores(prompt, prefix_for(prompt) if prefix_for else None))
-            for prompt in ranker.prompts(item.query, item.texts)
-        ]
-    return np.asarray(ranker.combine(len(item.texts), passes))
+    ranker: HeadRanker,
+    items: Sequence[TrainingList],
+    prefix_for: Callable[[ListwisePrompt], PrefixBatch] | None = None,
+) -> list[np.ndarray]:
+    """The ranker's score of each text of each list (first-stage order): `HeadRanker.score`'s own reduction over
+    the prompts of every list batched together, with the passage passes taken from `prefix_for` (the training
+    cache) where given."""
+    prompts = [ranker.prompts(item.query, item.texts) for item in items]
+    scored = iter(ranker.score_many([p for ps in prompts for p in ps], prefix_for))
+    return [
+        np.asarray(ranker.combine(len(item.texts), [(p.order, next(scored)) for p in ps]))
+        for item, ps in zip(items, prompts)
+    ]
 
 
 def curve_point(
-    ranker: HeadRanker, items: Sequence[TrainingList], prefix_for: Callable[[object], PrefixCache | None] | None = None
+    ranker: HeadRanker,
+    items: Sequence[TrainingList],
+    prefix_for: Callable[[ListwisePrompt], PrefixBatch] | None = None,
 ) -> dict:
     """Mean nDCG@10 over the lists and the share of all their adjacent-grade pairs ordered right."""
     ndcgs, right, pairs = [], 0, 0
-    for item in items:
-        scores = list_scores(ranker, item, prefix_for)
+    for item, scores in zip(items, list_scores(ranker, items, prefix_for)):
         ndcgs.append(float(ndcg_at(scores[None], item.grades, item.ideal)[0]))
         plus, minus = np.nonzero(item.grades[:, None] - item.grades[None, :] == 1)
         right += int((scores[plus] > scores[minus]).sum())

@@ -23,8 +23,8 @@ def preference_loss(
     s_theta: torch.Tensor, s_ref: torch.Tensor, pairs: Sequence[tuple[int, int]], beta: float, scale=1.0
 ) -> torch.Tensor:
     """-log sigma(beta * [(s_theta(d+) - s_ref(d+)) - (s_theta(d-) - s_ref(d-))] / scale), mean over pairs."""
-    plus = torch.tensor([p for p, _ in pairs])
-    minus = torch.tensor([m for _, m in pairs])
+    plus = torch.tensor([p for p, _ in pairs], device=s_theta.device)
+    minus = torch.tensor([m for _, m in pairs], device=s_theta.device)
     margin = (s_theta[plus] - s_ref[plus]) - (s_theta[minus] - s_ref[minus])
     return -F.logsigmoid(beta * margin / scale).mean()
 
@@ -32,7 +32,7 @@ def preference_loss(
 def listwise_loss(s_theta: torch.Tensor, grades: np.ndarray, scale=1.0) -> torch.Tensor:
     """Cross-entropy of softmax(s / scale) against the graded gains 2^g - 1 normalised over the list (the
     in-context rankers' InfoNCE on attention mass, with every relevant passage a positive)."""
-    gains = torch.as_tensor(2.0**grades - 1.0, dtype=s_theta.dtype)
+    gains = torch.as_tensor(2.0**grades - 1.0, dtype=s_theta.dtype, device=s_theta.device)
     if gains.sum() <= 0:
         raise ValueError("a listwise target needs at least one relevant passage")
     target = gains / gains.sum()
@@ -44,6 +44,6 @@ def distribution_regularizer(scores: torch.Tensor, config: TrainConfig, scale=1.
     z = scores / scale
     p = torch.softmax(z / config.tau, dim=-1)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum() / np.log(len(scores))
-    mid = z[torch.from_numpy(middle_zone(len(scores)))]
+    mid = z[torch.from_numpy(middle_zone(len(scores))).to(scores.device)]
     variance = mid.var() if len(mid) > 1 else scores.new_zeros(())
     return config.gamma * entropy - config.eta * variance

@@ -1,10 +1,12 @@
 """Frozen passage passes computed once and reused: with query-span adapters the passages are encoded by the
 frozen base, so a (list, order)'s keys and values never change during training, and neither do the reference
-scores. Kept in a compact dtype in memory, or in a folder that later runs on the same base share."""
+scores. Kept on the host (never on the accelerator), in the model's dtype unless asked otherwise, within a
+memory bound; a folder, when given, keeps every one for later runs on the same base."""
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,10 @@ import torch
 
 from headrank.prompt import ListwisePrompt
 from headrank.ranker import HeadRanker
-from headrank.scoring import PrefixCache
+from headrank.scoring import PrefixBatch
+
+DEFAULT_MEMORY_BYTES = 4 << 30
+"""host memory the store may hold before it evicts the least recently used prefix (to recompute or reload it)."""
 
 
 def prefix_key(prompt: ListwisePrompt) -> str:
@@ -20,46 +25,68 @@ def prefix_key(prompt: ListwisePrompt) -> str:
 
 
 class PrefixStore:
-    """`get(prompt)` returns the frozen prefix of `prompt` in the model's dtype, computing it at most once."""
+    """`get(prompt)` returns the frozen prefix of `prompt` on the model's device and in its dtype, computing it
+    at most once while it stays in memory or in the folder."""
 
-    def __init__(self, ranker: HeadRanker, dtype: str = "float16", folder: Path | None = None):
+    def __init__(
+        self,
+        ranker: HeadRanker,
+        dtype: str = "model",
+        folder: Path | None = None,
+        max_bytes: int = DEFAULT_MEMORY_BYTES,
+    ):
         self.ranker = ranker
-        self.dtype = getattr(torch, dtype)
+        self.dtype = ranker.family.dtype if dtype == "model" else getattr(torch, dtype)
         self.folder = None
         if folder is not None:  # one folder per base and depth: prefixes do not depend on the heads
-            tag = f"{ranker.backbone.fingerprint.replace(':', '-')[:40]}-d{ranker.depth}-{dtype}"
+            name = str(self.dtype).removeprefix("torch.")
+            tag = f"{ranker.backbone.fingerprint.replace(':', '-')[:40]}-d{ranker.depth}-{name}"
             self.folder = Path(folder) / tag
             self.folder.mkdir(parents=True, exist_ok=True)
-        self.memory: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.max_bytes = max_bytes
+        self.memory: OrderedDict[str, PrefixBatch] = OrderedDict()
+        self.bytes = 0
         self.computed = 0
 
-    def get(self, prompt: ListwisePrompt) -> PrefixCache:
+    def get(self, prompt: ListwisePrompt) -> PrefixBatch:
         key = prefix_key(prompt)
         stored = self.memory.get(key)
-        if stored is None and self.folder is not None and (self.folder / f"{key}.safetensors").is_file():
-            stored = self._load(key)
-        if stored is None:
-            with torch.no_grad():
-                fresh = self.ranker.encode(prompt)
-            stored = [(k.to(self.dtype), v.to(self.dtype)) for k, v in fresh]
-            self.computed += 1
-            if self.folder is not None:
-                self._save(key, stored)
-        if self.folder is None:
-            self.memory[key] = stored
-        model_dtype = self.ranker.model.model.embed_tokens.weight.dtype
-        return [(k.to(model_dtype), v.to(model_dtype)) for k, v in stored]
+        if stored is not None:
+            self.memory.move_to_end(key)
+        else:
+            if self.folder is not None and (self.folder / f"{key}.safetensors").is_file():
+                stored = self._load(key)
+            else:
+                with torch.no_grad():
+                    stored = self.ranker.encode([prompt]).to("cpu", self.dtype)
+                self.computed += 1
+                if self.folder is not None:
+                    self._save(key, stored)
+            self._remember(key, stored)
+        return stored.to(self.ranker.family.device, self.ranker.family.dtype)
 
-    def _save(self, key: str, stored) -> None:
+    def _remember(self, key: str, stored: PrefixBatch) -> None:
+        self.memory[key] = stored
+        self.bytes += _nbytes(stored)
+        while self.bytes > self.max_bytes and len(self.memory) > 1:
+            _, dropped = self.memory.popitem(last=False)
+            self.bytes -= _nbytes(dropped)
+
+    def _save(self, key: str, stored: PrefixBatch) -> None:
         from safetensors.torch import save_file
 
-        tensors = {f"{kind}{i}": t.contiguous() for i, kv in enumerate(stored) for kind, t in zip("kv", kv)}
+        tensors = {f"{kind}{i}": t.contiguous() for i, kv in enumerate(stored.kv) for kind, t in zip("kv", kv)}
         partial = self.folder / f"{key}.partial"
         save_file(tensors, partial)
         partial.rename(self.folder / f"{key}.safetensors")  # never a half-written file under the real name
 
-    def _load(self, key: str):
+    def _load(self, key: str) -> PrefixBatch:
         from safetensors.torch import load_file
 
         tensors = load_file(self.folder / f"{key}.safetensors")
-        return [(tensors[f"k{i}"], tensors[f"v{i}"]) for i in range(len(tensors) // 2)]
+        kv = [(tensors[f"k{i}"], tensors[f"v{i}"]) for i in range(len(tensors) // 2)]
+        return PrefixBatch(kv, [kv[0][0].shape[2]])
+
+
+def _nbytes(batch: PrefixBatch) -> int:
+    return sum(t.numel() * t.element_size() for kv in batch.kv for t in kv)

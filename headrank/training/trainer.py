@@ -40,16 +40,14 @@ class PreferenceTrainer:
             r=config.lora_rank,
             lora_alpha=config.lora_alpha,
             lora_dropout=0.0,
-            target_modules=list(config.lora_targets),
+            target_modules=list(config.lora_targets) or ranker.family.lora_targets(),
             layers_to_transform=list(range(ranker.depth)),
         )
         self.peft = get_peft_model(ranker.model, lora)  # the LoRA layers are injected into ranker.model
         self.prefixes: PrefixStore | None = None
-        if config.adapters == "query":
-            ranker.prefix_context = self.peft.disable_adapter
+        ranker.adapt(self.peft, query_only=config.adapters == "query")
+        if config.adapters == "query":  # else the passages pass through the adapters, with gradient
             self.prefixes = PrefixStore(ranker, config.cache_dtype, cache_dir)
-        else:
-            ranker.prefix_context = None  # the passages pass through the adapters, with gradient
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=0.0)
         self.references: dict[str, torch.Tensor] = {}
@@ -87,7 +85,7 @@ class PreferenceTrainer:
             s_theta = self.ranker.prompt_scores(prompt, self.prefix(prompt)).scores
             scale = score_scale(s_ref, config)
             if config.loss == "dpo":
-                pairs = sample_pairs(grades, (s_theta.detach() / scale).numpy(), config, rng)
+                pairs = sample_pairs(grades, (s_theta.detach() / scale).cpu().numpy(), config, rng)
                 if not pairs:
                     continue
                 main = preference_loss(s_theta, s_ref, pairs, config.beta, scale)
@@ -97,7 +95,7 @@ class PreferenceTrainer:
                     continue
                 main = listwise_loss(s_theta, grades, scale / config.beta)
                 plus, minus = np.nonzero(grades[:, None] - grades[None, :] == 1)
-            s = s_theta.detach().numpy()
+            s = s_theta.detach().cpu().numpy()
             right += int((s[plus] > s[minus]).sum())
             pairs_seen += len(plus)
             losses.append(main + distribution_regularizer(s_theta, config, scale))
