@@ -41,7 +41,14 @@ def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> Non
     group.add_argument("--no-truncate", action="store_true", help="run every layer even with a head subset")
     group.add_argument("--max-passage-tokens", type=int, default=256)
     group.add_argument("--max-passage-words", type=int, default=None)
-    group.add_argument("--max-length", type=int, default=None, help="tokens per forward pass (default: the model's)")
+    group.add_argument("--max-length", type=int, default=None, help="tokens per prompt (default: the model's)")
+    group.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=None,
+        help="padded tokens per forward pass when prompts are batched (default: 1 on a CPU, one prompt per pass; "
+        "65536 on a GPU); a prompt longer than this runs alone",
+    )
 
 
 def _ranker_options(args) -> dict:
@@ -53,6 +60,7 @@ def _ranker_options(args) -> dict:
         "max_passage_tokens": args.max_passage_tokens,
         "max_passage_words": args.max_passage_words,
         "max_length": args.max_length,
+        "max_batch_tokens": args.max_batch_tokens,
     }
 
 
@@ -366,6 +374,7 @@ def cmd_serve(args) -> None:
         max_body_bytes=args.max_body_bytes,
         queue_size=args.queue_size,
         max_active=args.max_active,
+        max_batch_requests=args.max_batch_requests,
     )
     serve(_ranker(args), args.host, args.port, config)
 
@@ -380,7 +389,9 @@ def cmd_rerank_distributed(args) -> None:
     options = RayOptions(
         workers=args.workers,
         cpus_per_worker=args.cpus_per_worker,
-        gpus_per_worker=args.gpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker
+        if args.gpus_per_worker is not None
+        else (1.0 if args.device.startswith("cuda") else 0.0),
         batch_size=args.batch_size,
         address=args.address,
     )
@@ -510,7 +521,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-documents", type=int, default=1000, help="documents per request")
     p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
     p.add_argument("--queue-size", type=int, default=32, help="waiting requests before 429")
-    p.add_argument("--max-active", type=int, default=4, help="requests interleaved a forward pass at a time")
+    p.add_argument("--max-active", type=int, default=32, help="requests whose prompts the worker batches together")
+    p.add_argument(
+        "--max-batch-requests", type=int, default=32, help="requests whose prompts may share one forward pass"
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rerank-distributed", help="rerank candidate lists on Ray Data into a TREC run + parquet")
@@ -518,7 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     _candidate_options(p)
     p.add_argument("--workers", type=int, default=2, help="Ray actors, each with one copy of the model")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--gpus-per-worker", type=float, default=0.0, help="e.g. 1 with --device cuda on a GPU cluster")
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=None, help="GPUs per actor (default: 1 with --device cuda, else 0)"
+    )
     p.add_argument("--batch-size", type=int, default=4, help="queries per actor call")
     p.add_argument("--address", help="an existing Ray cluster (default: start Ray on this machine)")
     p.add_argument("--quiet", action="store_true")

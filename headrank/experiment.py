@@ -42,23 +42,33 @@ def rerank_lists(
     progress: bool = True,
     scores: dict[str, dict[str, float]] | None = None,
 ) -> tuple[RankedRun, Stopwatch]:
-    """Rerank the top-k of each list; the candidates below k keep their first-stage order under them.
+    """Rerank the top-k of each list; the candidates below k keep their first-stage order under them. A
+    HeadRanker batches the prompts of many queries together (`rank_batch`); other rerankers rank one at a time.
 
     `ranker=None` keeps the first-stage order (the BM25 baseline). `scores`, when given, receives the
     reranker's own score of each reranked document (for the middle-zone analysis)."""
     clock = Stopwatch()
-    run = {}
-    for lst in tqdm(lists, desc="rerank", unit="query", disable=not progress):
-        head, tail = lst.candidates[:top_k], lst.candidates[top_k:]
-        with clock:
-            if ranker is None or not head:
-                order = [c.docid for c in head]
+    requests = [(lst.query, lst.head(top_k).documents(), lst.docids()[:top_k]) for lst in lists]
+    with clock:
+        if ranker is None:
+            orders = [ids for _, _, ids in requests]
+        else:
+            if isinstance(ranker, HeadRanker):
+                ranked_lists = ranker.rank_batch([r for r in requests if r[1]], progress=progress)
             else:
-                ranked = ranker.rank(lst.query, lst.head(top_k).documents(), [c.docid for c in head])
-                order = [r.doc_id for r in ranked]
+                ranked_lists = [ranker.rank(*r) for r in tqdm(requests, disable=not progress, unit="query") if r[1]]
+            ranked_iter = iter(ranked_lists)
+            orders = []
+            for lst, (_, documents, _) in zip(lists, requests):
+                if not documents:
+                    orders.append([])
+                    continue
+                ranked = next(ranked_iter)
+                orders.append([r.doc_id for r in ranked])
                 if scores is not None:
                     scores[lst.qid] = {r.doc_id: r.score for r in ranked}
-        run.update(run_from_ranking([(lst.qid, order + [c.docid for c in tail])]))
+    clock.count = len(lists)
+    run = run_from_ranking([(lst.qid, order + lst.docids()[top_k:]) for lst, order in zip(lists, orders)])
     return run, clock
 
 

@@ -54,6 +54,7 @@ def load_method(
             device=device,
             truncate=truncate,
             max_length=ranker_options.get("max_length"),
+            max_batch_tokens=ranker_options.get("max_batch_tokens"),
         )
     if method == "icr":
         heads = "all"

@@ -36,9 +36,10 @@ def choose_dtype(requested: str = "auto", device: str = "cpu", flags: set[str] |
     import torch
 
     if device.startswith("cuda"):
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return Precision("bfloat16", f"{torch.cuda.get_device_name()} runs bfloat16 natively")
-        return Precision("float32", "this GPU has no native bfloat16")
+        # is_bf16_supported() also counts emulation (pre-Ampere cards): native bfloat16 starts at compute capability 8
+        if torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0):
+            return Precision("bfloat16", f"{torch.cuda.get_device_name(device)} runs bfloat16 natively")
+        return Precision("float32", "this GPU has no native bfloat16 (compute capability below 8.0)")
     capability = torch.backends.cpu.get_cpu_capability()
     native = sorted(set(NATIVE_BF16_FLAGS) & (cpu_flags() if flags is None else flags))
     if native:

@@ -6,8 +6,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.perf import PeakMemory, pass_flops
-from headrank.prompt import ListwisePrompt
 from headrank.family import ModelFamily
+from headrank.prompt import ListwisePrompt
 from headrank.scoring import encode_prefixes
 from headrank.testing import tiny_model
 

@@ -29,3 +29,16 @@ def test_a_dtype_that_does_not_exist_is_a_clear_error():
         choose_dtype("float8")
     with pytest.raises(BackboneError, match="dtype must be one of"):
         load_backbone("embedded", dtype="float8")
+
+
+def test_auto_on_a_gpu_takes_bfloat16_only_where_it_is_native(monkeypatch):
+    """is_bf16_supported() counts emulation; compute capability 8.0 (Ampere) is where bfloat16 is native."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert choose_dtype("auto", "cuda").dtype == "float32"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert choose_dtype("auto", "cuda:0").dtype == "bfloat16"

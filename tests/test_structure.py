@@ -63,3 +63,15 @@ def test_no_import_cycle():
         if module not in seen:
             visit(module, [module])
     assert cycles == []
+
+
+def test_only_the_family_module_reaches_into_the_model():
+    """`family.py` owns the model's layout; the rest of the package and the benchmarks ask it (or HeadRanker)."""
+    allowed = {PACKAGE / "family.py", PACKAGE / "testing.py"}  # testing.py builds the tiny models themselves
+    reaching = [
+        str(path.relative_to(PACKAGE.parent))
+        for folder in (PACKAGE, PACKAGE.parent / "benchmarks")
+        for path in folder.rglob("*.py")
+        if path not in allowed and any(s in path.read_text() for s in ("model.model", ".embed_tokens", ".layers["))
+    ]
+    assert reaching == []
