@@ -201,11 +201,14 @@ class HeadRanker:
         the passages are encoded by weights that do not change (the frozen base of query-span adapters)."""
         return encode_prefixes(self.family, prompts, self.prefix_context)
 
-    def _head_plans(self) -> dict:
+    def _head_plans(self) -> tuple[dict, torch.Tensor]:
+        """The capture's index tensors and the head weights on the model's device, built once (never inside a
+        pass: each would be a host synchronisation)."""
         device = self.family.device
         if device not in self._plans:
             groups = self.family.num_heads // self.family.num_kv_heads
-            self._plans[device] = head_plans(self.heads, groups, device)
+            weights = torch.tensor(self.heads.weight_vector(), dtype=torch.float32, device=device)
+            self._plans[device] = (head_plans(self.heads, groups, device), weights)
         return self._plans[device]
 
     def _attention(
@@ -215,7 +218,7 @@ class HeadRanker:
         if prefix is None:
             prefix = encode_prefixes(self.family, prompts, self.prefix_context, exit_early)
         layout = SuffixLayout.build(prompts, calibrate, prefix.kv[0][0].shape[2]).to(self.family.device)
-        plans = self._head_plans()
+        plans = self._head_plans()[0]
         return query_attention(self.family, self.heads, plans, calibrate, prefix, layout, exit_early), layout
 
     def token_attention(self, prompts: Sequence[ListwisePrompt], exit_early: bool = True) -> torch.Tensor:
@@ -228,7 +231,7 @@ class HeadRanker:
         """Scores of prompts in one batched pass (the prefix pass too unless `prefix` is given), by input position,
         on the device; differentiable when grad is enabled (training)."""
         attention, layout = self._attention(prompts, prefix)
-        weights = torch.tensor(self.heads.weight_vector(), dtype=attention.dtype).to(attention.device)
+        weights = self._head_plans()[1]
         per_head, raw = passage_scores(attention, layout, weights, self.config.scoring)
         scores = torch.einsum("h,bhp->bp", weights, per_head)
         return [

@@ -77,6 +77,13 @@ class PrefixBatch:
         return cls(kv, [n for item in items for n in item.lengths])
 
 
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device` without a host synchronisation: pinned, then copied asynchronously (on CUDA)."""
+    if torch.device(device).type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _padded(rows: Sequence[Sequence[int]], width: int | None = None) -> torch.Tensor:
     width = max(len(r) for r in rows) if width is None else width
     out = torch.zeros(len(rows), width, dtype=torch.long)
@@ -104,7 +111,7 @@ def encode_prefixes(
     one prefix serves the reference and the trained model alike."""
     device = family.device
     lengths = [len(p.prefix_ids) for p in prompts]
-    ids = _padded([p.prefix_ids for p in prompts]).to(device, non_blocking=True)
+    ids = to_device(_padded([p.prefix_ids for p in prompts]), device)
     positions = torch.arange(ids.shape[1], device=device)[None].expand(len(prompts), -1)
     run = EnginePass(
         query_positions=positions,
@@ -134,6 +141,8 @@ class SuffixLayout:
     """[batch, longest prefix]: each prefix token's passage (input position), or `passages` for none."""
     counts: torch.Tensor
     """[batch] passages per prompt."""
+    prefix_lengths: torch.Tensor
+    """[batch] tokens of each prompt's prefix (the rest of the prefix batch is padding)."""
     most: int
     """the most passages of any prompt: `passage` marks prefix tokens outside every passage with it."""
 
@@ -157,13 +166,11 @@ class SuffixLayout:
             for position, (start, end) in enumerate(p.passage_spans):
                 passage[i, start:end] = position
         counts = torch.tensor([len(p.passage_spans) for p in prompts])
-        return cls(torch.cat(blocks, dim=1), positions, segment, real, passage, counts, most)
+        return cls(torch.cat(blocks, dim=1), positions, segment, real, passage, counts, lengths, most)
 
     def to(self, device) -> SuffixLayout:
-        moved = {
-            k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()
-        }
-        return SuffixLayout(**moved)
+        fields = vars(self).items()
+        return SuffixLayout(**{k: to_device(v, device) if isinstance(v, torch.Tensor) else v for k, v in fields})
 
 
 def head_plans(heads: HeadSet, groups: int, device) -> dict[int, HeadPlan]:
@@ -187,7 +194,7 @@ def query_attention(
     keys = torch.arange(prefix_width, device=device)
     own = layout.segment[None, :, None] == layout.segment[None, None, :]
     causal = layout.positions[:, None, :] <= layout.positions[:, :, None]
-    inside = keys[None, :] < torch.as_tensor(prefix.lengths, device=device)[:, None]
+    inside = keys[None, :] < layout.prefix_lengths[:, None]
     allowed = torch.cat([inside[:, None, :].expand(batch, width, prefix_width), own & causal], dim=2)
     segments = torch.stack([(layout.segment == s)[None] & layout.real for s in range(2 if calibrate else 1)], dim=1)
     segments = segments.float() / segments.sum(dim=2, keepdim=True).clamp_min(1)

@@ -1,0 +1,34 @@
+"""benchmarks/throughput.py end to end on tiny shapes (what gpu.sh runs on real ones): every row measured, the
+batched path agreeing with one prompt per pass, and the report written."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.throughput import head_set, main, shapes, synthetic_prompt
+
+
+def test_the_throughput_table_runs_on_tiny_shapes(tmp_path):
+    argv = ["--shapes", "tiny", "--dtype", "float32", "--queries", "3", "--repeats", "1", "--top-k", "20"]
+    result = main([*argv, "--budgets", "4096", "--generation-batch", "2", "--peak-size", "256", "--out", str(tmp_path)])
+    table = result["tables"]["top-20"]
+    paths = [r["path"] for r in table["rows"]]
+    assert paths[:2] == ["HeadRank, 2 layers, one prompt per pass", "HeadRank, 2 layers"]
+    assert any(p.startswith("HeadRank, all 4") for p in paths) and paths[-1].startswith("generation")
+    batched = table["rows"][1]
+    assert batched["passes"] == 2 and table["rows"][0]["passes"] == 6  # three prompts in one batch vs alone
+    assert all(r["queries/s"] > 0 for r in table["rows"]) and 0 < batched["of peak"]
+    assert table["agreement"]["identical rankings"] == 3 and table["agreement"]["max relative difference"] < 1e-5
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert saved["meta"]["shapes"] == "tiny" and "TFLOP/s" in (tmp_path / "throughput.md").read_text()
+
+
+def test_synthetic_prompts_have_the_listwise_layout():
+    import random
+
+    spec = shapes("tiny")
+    prompt = synthetic_prompt(spec, 5, random.Random(0))
+    assert len(prompt.passage_spans) == 5 and prompt.passage_spans[-1][1] == prompt.query_start
+    assert all(8 <= b - a <= 16 for a, b in prompt.passage_spans)
+    heads = head_set(spec, 2, count=4)
+    assert heads.depth == 2 and len(heads.heads) == 4
