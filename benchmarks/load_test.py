@@ -59,6 +59,8 @@ def free_port() -> int:
 def start_server(args, port: int, log) -> subprocess.Popen:
     command = [sys.executable, "-m", "headrank.cli", "serve", "--model", args.model, "--heads", args.heads]
     command += ["--port", str(port), "--queue-size", str(args.queue_size), "--max-active", str(args.max_active)]
+    if args.max_batch_tokens:
+        command += ["--max-batch-tokens", str(args.max_batch_tokens)]
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
         while server.poll() is None:
@@ -94,7 +96,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="seconds during which clients send requests")
     parser.add_argument("--docs", type=int, default=20, help="documents per request (BM25 top-n)")
     parser.add_argument("--queue-size", type=int, default=32)
-    parser.add_argument("--max-active", type=int, default=4)
+    parser.add_argument("--max-active", type=int, default=32)
+    parser.add_argument("--max-batch-tokens", type=int, help="the server's token budget (default: the device's)")
     parser.add_argument("--out", help="markdown file for the table (the server's log goes beside it)")
     args = parser.parse_args()
 
@@ -143,7 +146,9 @@ def main() -> None:
         "server peak RSS MB": peak,
     }
     table = format_table([{k: f"{v:g}" if isinstance(v, float) else v for k, v in row.items()}], list(row))
-    note = f"\nmodel {args.model}, heads {args.heads}, {args.dataset} BM25 lists, machine: {machine()}\n"
+    budget = args.max_batch_tokens or "the device's default"
+    note = f"\nmodel {args.model}, heads {args.heads}, max_batch_tokens {budget}, {args.dataset} BM25 lists, "
+    note += f"machine: {machine()}\n"
     print(table + note)
     if args.out:
         Path(args.out).write_text(table + "\n" + note)
