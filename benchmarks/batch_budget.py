@@ -46,7 +46,7 @@ def measure(ranker: HeadRanker, requests: list, budgets: list[int], chunk: int) 
                 "max_batch_tokens": budget,
                 "s/query": seconds[budget] / len(requests),
                 "time / one prompt per pass": seconds[budget] / seconds[1],
-                "max rel. score diff": worst,
+                "max rel. score diff": f"{worst:.1e}",
                 "identical rankings": f"{same}/{len(requests)}",
             }
         )

@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict:
     meta = {
         **vars(args),
         "machine": machine(),
-        "command": " ".join(["benchmarks/throughput.py", *(argv or sys.argv[1:])]),
+        "command": " ".join(["python -m benchmarks.throughput", *(argv if argv is not None else sys.argv[1:])]),
     }
     result = run(args)
     out = Path(args.out)

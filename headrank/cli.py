@@ -375,6 +375,7 @@ def cmd_serve(args) -> None:
         queue_size=args.queue_size,
         max_active=args.max_active,
         max_batch_requests=args.max_batch_requests,
+        shutdown_grace=args.shutdown_grace,
     )
     serve(_ranker(args), args.host, args.port, config)
 
@@ -524,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-active", type=int, default=32, help="requests whose prompts the worker batches together")
     p.add_argument(
         "--max-batch-requests", type=int, default=32, help="requests whose prompts may share one forward pass"
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=20.0,
+        help="seconds in-flight requests get after SIGTERM; those still running are answered 503",
     )
     p.set_defaults(func=cmd_serve)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import math
 import queue
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Sequence
@@ -24,7 +25,8 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headrank.evaluate import peak_rss_mb
 from headrank.experiment import describe_ranker
@@ -45,11 +47,16 @@ class ServeConfig:
     max_batch_requests: int = 32
     """requests whose prompts may share one forward pass (TEI's --max-batch-requests); the token budget is the
     ranker's `max_batch_tokens`."""
+    shutdown_grace: float = 20.0
+    """seconds in-flight requests get after SIGTERM (below orchestrators' usual 30); those still running are then
+    answered 503 and the process exits."""
 
     def __post_init__(self):
         for name in ("max_documents", "max_body_bytes", "queue_size", "max_active", "max_batch_requests"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.shutdown_grace <= 3600:
+            raise ValueError(f"shutdown_grace must be in (0, 3600] seconds, got {self.shutdown_grace}")
 
 
 class QueueFull(Exception):
@@ -178,12 +185,25 @@ class StrictRequest(BaseModel):
     model_config = ConfigDict(strict=True)
 
 
+def _unicode_text(value: str) -> str:
+    """Valid JSON may carry a lone UTF-16 surrogate (JavaScript's JSON.stringify emits them): not text that a
+    tokenizer, a log or a response can encode, so it is refused here with a plain message."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"holds a lone UTF-16 surrogate at character {err.start}: not valid Unicode text") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+
+
 class TextDocument(StrictRequest):
-    text: str
-    title: str | None = None
+    text: Text
+    title: Text | None = None
 
 
-Query = Annotated[str, Field(min_length=1, pattern=r"\S", description="the query; must hold a non-space character")]
+Query = Annotated[Text, Field(min_length=1, pattern=r"\S", description="the query; must hold a non-space character")]
 
 
 def _whole_number(value):
@@ -208,7 +228,7 @@ class RerankRequest(StrictRequest):
 
     model: str | None = None
     query: Query
-    documents: list[str | TextDocument]
+    documents: list[Text | TextDocument]
     top_n: TopN = None
     return_documents: bool = True
     raw_scores: RawScores = False
@@ -219,7 +239,7 @@ class RerankRequestV2(StrictRequest):
 
     model: str | None = None
     query: Query
-    documents: list[str]
+    documents: list[Text]
     top_n: TopN = None
     max_tokens_per_doc: PositiveInt | None = Field(default=None, description="cut each document to this many tokens")
     raw_scores: RawScores = False
@@ -255,7 +275,7 @@ class TeiRequest(StrictRequest):
     """text-embeddings-inference rerank request (its other fields are accepted and ignored)."""
 
     query: Query
-    texts: list[str]
+    texts: list[Text]
     return_text: bool = False
     raw_scores: RawScores = False
 
@@ -298,7 +318,10 @@ ERRORS = {
     413: {"model": ErrorBody, "description": "the body is over the size limit"},
     422: {"model": ValidationErrorBody, "description": "the request does not validate"},
     429: {"model": ErrorBody, "description": "the queue is full; retry after the Retry-After header's seconds"},
-    503: {"model": ErrorBody, "description": "out of device memory; retry after the Retry-After header's seconds"},
+    503: {
+        "model": ErrorBody,
+        "description": "out of device memory, or shutting down; retry after the Retry-After header's seconds",
+    },
 }
 
 
@@ -351,19 +374,52 @@ def _validation_error(request: Request, exc: RequestValidationError) -> JSONResp
     for e in errors:
         where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
         message = e.get("msg")
-        if where == "query" and e.get("type") in ("string_too_short", "string_pattern_mismatch"):
+        if where == "query" and e.get("type") in ("string_too_short", "too_short", "string_pattern_mismatch"):
             message = "query is empty"  # the schema's minLength/pattern, said plainly
         lines.append(f"{where}: {message}" if where else str(message))
-    return JSONResponse({"detail": "; ".join(lines), "errors": json.loads(json.dumps(errors, default=str))}, 422)
+    return JSONResponse({"detail": _encodable("; ".join(lines)), "errors": _encodable(errors)}, 422)
 
 
-async def _result(future: Future, request: Request, poll_s: float = 0.5) -> list[float]:
-    """The scores; if the client goes away first, cancel the job so that the worker drops its remaining passes."""
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """FastAPI's own 400 for a body it cannot decode at all (invalid UTF-8, absurd nesting) says what the
+    documented one says; every other error keeps its status, detail and headers."""
+    detail = exc.detail
+    if exc.status_code == 400 and detail == "There was an error parsing the body":
+        detail = "request body is not valid JSON (UTF-8)"
+    return JSONResponse({"detail": _encodable(detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _encodable(value):
+    """What an error body echoes, made encodable whatever the client sent: a lone surrogate is shown escaped
+    (\\ud800), a non-finite number as its name ("inf", "nan"), anything else not JSON as its text."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {_encodable(str(k)): _encodable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encodable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return _encodable(str(value))
+
+
+POLL_S = 0.25
+
+
+async def _result(future: Future, request: Request) -> list[float]:
+    """The scores; if the client goes away first, or the shutdown grace runs out, cancel the job so that the
+    worker drops its remaining passes."""
     waiting = asyncio.wrap_future(future)
-    while not (await asyncio.wait({waiting}, timeout=poll_s))[0]:
+    while not (await asyncio.wait({waiting}, timeout=POLL_S))[0]:
         if await request.is_disconnected():
             future.cancel()
             raise HTTPException(499, "client closed the request")
+        deadline = getattr(request.app.state, "shutdown_deadline", None)
+        if deadline is not None and time.monotonic() >= deadline:
+            future.cancel()
+            raise HTTPException(503, "the server is shutting down; retry", headers={"Retry-After": "1"})
     return waiting.result()
 
 
@@ -386,6 +442,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     app.state.scheduler = scheduler
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
 
     async def ranked(
         request: Request, query: str, documents: Sequence[Document], top_n: int | None, raw: bool
@@ -507,7 +564,20 @@ def _declare_limits(app: FastAPI, config: ServeConfig) -> None:
     app.openapi = openapi
 
 
-def serve(ranker: HeadRanker, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None) -> None:
+def http_server(app: FastAPI, grace: float, **options):
+    """A uvicorn server whose SIGTERM/SIGINT starts the shutdown grace: requests still running when it ends are
+    answered 503 (uvicorn waits a little longer, so those answers leave), then the process exits."""
     import uvicorn
 
-    uvicorn.run(create_app(ranker, config), host=host, port=port)
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame) -> None:
+            if getattr(app.state, "shutdown_deadline", None) is None:
+                app.state.shutdown_deadline = time.monotonic() + max(grace - 2 * POLL_S, 0.0)
+            super().handle_exit(sig, frame)
+
+    return Server(uvicorn.Config(app, timeout_graceful_shutdown=max(1, math.ceil(grace)), **options))
+
+
+def serve(ranker: HeadRanker, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None) -> None:
+    config = config or ServeConfig()
+    http_server(create_app(ranker, config), config.shutdown_grace, host=host, port=port).run()

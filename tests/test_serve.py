@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -270,8 +271,16 @@ def test_scheduler_refuses_when_full_and_checks_input(ranker):
 
 def test_headrank_serve_command(tmp_path, monkeypatch):
     """The command loads the model once and hands uvicorn the app; here uvicorn serves it in a thread."""
+    import types
+
+    import headrank.serve
+
     started = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, host, port: started.update(app=app, host=host, port=port))
+
+    def http_server(app, grace, host, port):
+        return types.SimpleNamespace(run=lambda: started.update(app=app, host=host, port=port, grace=grace))
+
+    monkeypatch.setattr(headrank.serve, "http_server", http_server)
     folder = save_tiny(tmp_path / "tiny")
     assert main(["serve", "--model", str(folder), "--port", "8123", "--name", "tiny-cli", "--max-documents", "2"]) == 0
     assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
@@ -320,3 +329,90 @@ def test_serve_with_no_model_options_serves_the_committed_headrank(monkeypatch):
         with pytest.raises(SystemExit):
             main(argv)
     assert loaded == [(str(DEFAULT_ARTIFACT), None), ("embedded", "all"), ("Qwen/Qwen3-0.6B", None)]
+
+
+BAD_BODIES = [
+    # (raw body, status, words the message must hold): valid JSON that no client should get a 500 for
+    ('{"query":"fleas \\ud800","documents":["a"]}', 422, "surrogate"),
+    ('{"query":"fleas","documents":["a \\udfff b"]}', 422, "surrogate"),
+    ('{"query":"fleas","documents":[{"text":"a","title":"\\ud834"}]}', 422, "surrogate"),
+    ('{"query":"fleas","documents":["a"],"top_n":1e400}', 422, "top_n"),
+    ('{"query":"fleas","documents":["a"],"top_n":NaN}', 422, "top_n"),
+    ('{"query":"fleas","documents":["a"],"raw_scores":Infinity}', 422, "raw_scores"),
+    ('{"query":-Infinity,"documents":["a"]}', 422, "query"),
+    (b'{"query":"fleas","documents":["\\xff\\xfe"]}', 400, "not valid JSON"),
+    ("[" * 5000 + "]" * 5000, 400, "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/v2/rerank", "/rerank"])
+def test_bad_input_gets_a_readable_4xx_never_a_500(client, path):
+    for raw, status, words in BAD_BODIES:
+        if path == "/rerank" and words == "top_n":
+            words = "raw_scores"  # TEI has no top_n: the same numbers go into a field it has
+        body = raw if isinstance(raw, bytes) else raw.encode()
+        if path == "/rerank":
+            body = body.replace(b'"documents"', b'"texts"').replace(b'"top_n"', b'"raw_scores"')
+        if path != "/v1/rerank" and b"title" in body:
+            status, words = 422, "valid string"  # v2 and TEI take plain strings only
+        answer = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == status, (path, raw[:80], answer.text[:300])
+        assert words in answer.json()["detail"], (path, raw[:80], answer.json()["detail"][:300])
+    surrogate = {"query": "fleas", "documents": ["a \ud800"], "max_tokens_per_doc": 2}
+    answer = client.post("/v2/rerank", content=json.dumps(surrogate), headers={"content-type": "application/json"})
+    assert answer.status_code == 422 and "surrogate" in answer.json()["detail"]
+
+
+def test_any_string_or_number_in_any_field_gets_an_answer_not_a_500(client):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    lone = st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff"])
+    texts = st.one_of(
+        st.text(max_size=8), st.builds(lambda a, s, b: a + s + b, st.text(max_size=3), lone, st.text(max_size=3))
+    )
+    numbers = st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e400, 3.5, -1])
+    values = st.one_of(texts, numbers, st.none(), st.booleans())
+    fields = ["query", "documents", "top_n", "return_documents", "raw_scores", "max_tokens_per_doc", "model"]
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.sampled_from(fields), values, st.sampled_from(["/v1/rerank", "/v2/rerank"]), texts)
+    def check(field, value, path, document):
+        body = {"query": "fleas", "documents": [document or "a"], field: value}
+        answer = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+        assert answer.status_code in (200, 400, 422), (body, answer.text[:200])
+        assert answer.json()  # a body that decodes
+
+    check()
+
+
+def test_sigterm_answers_what_outlives_the_grace_with_503_and_exits(ranker):
+    """A request held in the worker past the grace gets 503 with Retry-After, and the server stops in time."""
+    import signal
+    import socket as sockets
+
+    from headrank.serve import http_server
+
+    gated = Gated(ranker)  # the gate never opens: the request would run forever
+    app = create_app(gated, ServeConfig(shutdown_grace=1.0))
+    sock = sockets.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = http_server(app, 1.0, log_level="warning")
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/rerank"
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(httpx.post, url, json={"query": FLEA_QUERY, "documents": DOCS}, timeout=30)
+        assert gated.entered.wait(30)
+        start = time.monotonic()
+        server.handle_exit(signal.SIGTERM, None)  # what uvicorn's signal handler calls
+        answer = pending.result()
+        elapsed = time.monotonic() - start
+        gated.gate.set()  # the worker ends its current pass, then the server's lifespan stops it
+        thread.join(10)
+    sock.close()
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert "shutting down" in answer.json()["detail"]
+    assert not thread.is_alive() and elapsed < 3.0

@@ -272,7 +272,7 @@ def test_resume_gives_the_uninterrupted_result(tmp_path):
         [h["loss"] for h in resumed.history["steps"]]
     )
     assert straight.history["best_step"] == resumed.history["best_step"]
-    with pytest.raises(ValueError, match="another training configuration"):
+    with pytest.raises(ValueError, match=r"belongs to another run \(setting epochs"):
         PreferenceTrainer(_ranker(), TrainConfig(epochs=3, lr=1e-3, eval_every=1)).resume(tmp_path / "b")
 
 
@@ -357,3 +357,51 @@ def test_committed_artifacts_are_complete():
     with safe_open(PREVIOUS_ARTIFACT / "adapter_model.safetensors", "pt") as fh:
         layers = {int(k.split(".layers.")[1].split(".")[0]) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
     assert layers == set(range(read_manifest(PREVIOUS_ARTIFACT)["depth"]))
+
+
+def _checkpointed(tmp_path, identity=None) -> PreferenceTrainer:
+    trainer = PreferenceTrainer(_ranker(), TrainConfig(epochs=1, eval_every=1, lr=1e-3), identity=identity)
+    trainer.fit(_items()[:1], [_item()], tmp_path, progress=False)
+    return trainer
+
+
+def test_resume_survives_every_state_an_interrupted_save_can_leave(tmp_path):
+    import shutil
+
+    _checkpointed(tmp_path)
+    last, old, partial = tmp_path / "last", tmp_path / "last.old", tmp_path / "last.partial"
+
+    def steps_after_resume() -> int:
+        fresh = PreferenceTrainer(_ranker(), TrainConfig(epochs=1, eval_every=1, lr=1e-3))
+        assert fresh.resume(tmp_path)
+        return fresh.steps_done
+
+    # killed while writing the new checkpoint: the old one is whole
+    partial.mkdir()
+    (partial / "adapter.safetensors").write_bytes(b"half")
+    assert steps_after_resume() == 1
+    # killed between the two renames: the previous one moved aside, the new one whole but not in place
+    shutil.rmtree(partial)
+    shutil.copytree(last, partial)
+    state = json.loads((partial / "trainer_state.json").read_text())
+    (partial / "trainer_state.json").write_text(json.dumps({**state, "steps_done": 7}))
+    last.rename(old)
+    assert steps_after_resume() == 7 and last.is_dir() and not old.exists() and not partial.exists()
+    # killed before the previous one was removed
+    shutil.copytree(last, old)
+    assert steps_after_resume() == 7 and not old.exists()
+    # nothing whole at all
+    shutil.rmtree(last)
+    assert not PreferenceTrainer(_ranker(), TrainConfig(epochs=1, eval_every=1, lr=1e-3)).resume(tmp_path)
+
+
+def test_resume_refuses_a_checkpoint_of_other_data_and_says_what_differs(tmp_path):
+    _checkpointed(tmp_path, identity={"datasets": ["dl21"], "limit": None, "heads": ["0-1"]})
+    other = PreferenceTrainer(
+        _ranker(), TrainConfig(epochs=1, eval_every=1, lr=1e-3), identity={"datasets": ["dl21", "scifact-train"]}
+    )
+    with pytest.raises(ValueError, match=r"run datasets: \["):
+        other.resume(tmp_path)
+    changed = PreferenceTrainer(_ranker(), TrainConfig(epochs=1, eval_every=1, lr=2e-3), identity={})
+    with pytest.raises(ValueError, match="setting lr: 0.001 -> 0.002"):
+        changed.resume(tmp_path)

@@ -38,7 +38,17 @@ def train_artifact(
 
     out = Path(out)
     data = load_training_data(datasets, data_dir, config.list_size, config.validation, config.seed, limit)
-    trainer = PreferenceTrainer(ranker, config, cache_dir)
+    identity = {
+        "base_model": ranker.backbone.source,
+        "base_fingerprint": ranker.backbone.fingerprint,
+        "heads": [f"{layer}-{head}" for layer, head in ranker.heads.heads],
+        "head_weights": list(ranker.heads.weight_vector()),
+        "datasets": list(datasets),
+        "limit": limit,
+        "train_qids": [item.qid for item in data.train],
+        "validation_qids": [item.qid for item in data.validation],
+    }
+    trainer = PreferenceTrainer(ranker, config, cache_dir, identity)
     if resume and not trainer.resume(out / "checkpoints"):
         raise ValueError(f"--resume: no checkpoint under {out / 'checkpoints'}")
     start = time.perf_counter()

@@ -31,10 +31,14 @@ class PreferenceTrainer:
     The frozen base (adapters disabled) is the reference model and, with query-span adapters, also encodes
     the passages: their pass is computed once per (list, order) and reused (`PrefixStore`)."""
 
-    def __init__(self, ranker: HeadRanker, config: TrainConfig, cache_dir: Path | None = None):
+    def __init__(
+        self, ranker: HeadRanker, config: TrainConfig, cache_dir: Path | None = None, identity: dict | None = None
+    ):
         from peft import LoraConfig, get_peft_model
 
         self.ranker, self.config = ranker, config
+        self.identity = identity or {}
+        """what a checkpoint must have been trained on to be resumed here (data, split, heads, base model)."""
         torch.manual_seed(config.seed)
         lora = LoraConfig(
             r=config.lora_rank,
@@ -218,11 +222,13 @@ class PreferenceTrainer:
 
     def save_checkpoint(self, out: Path) -> None:
         """out/last: adapter, optimizer and history, plus best.safetensors, the best validation adapter. Written
-        beside and then renamed into place, so an interruption leaves the previous checkpoint whole."""
+        beside (last.partial, its trainer_state.json last) and renamed into place, so that an interruption at
+        any point leaves a whole checkpoint that `recover_checkpoint` finds."""
         import shutil
 
         from safetensors.torch import save_file
 
+        recover_checkpoint(out)
         folder, fresh = Path(out) / "last", Path(out) / "last.partial"
         shutil.rmtree(fresh, ignore_errors=True)
         fresh.mkdir(parents=True)
@@ -236,6 +242,7 @@ class PreferenceTrainer:
             "steps_done": self.steps_done,
             "history": self.history,
             "config": asdict(self.config),
+            "identity": self.identity,
             "param_groups": state["param_groups"],
         }
         (fresh / "trainer_state.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -247,15 +254,18 @@ class PreferenceTrainer:
         shutil.rmtree(old, ignore_errors=True)
 
     def resume(self, out: Path) -> bool:
-        """Load the checkpoint under `out`; False when there is none."""
+        """Load the checkpoint under `out`; False when there is none. Refuses, naming what differs, a checkpoint
+        of another run: other training settings, data, split, heads or base model."""
         from safetensors.torch import load_file
 
-        folder = Path(out) / "last"
-        if not (folder / "trainer_state.json").is_file():
+        folder = recover_checkpoint(out)
+        if folder is None:
             return False
         meta = json.loads((folder / "trainer_state.json").read_text())
-        if meta["config"] != json.loads(json.dumps(asdict(self.config))):
-            raise ValueError(f"{folder} was written with another training configuration: start a new --out")
+        differences = _differences(json.loads(json.dumps(asdict(self.config))), meta["config"], "setting")
+        differences += _differences(json.loads(json.dumps(self.identity)), meta.get("identity", {}), "run")
+        if differences:
+            raise ValueError(f"{folder} belongs to another run ({'; '.join(differences)}): start a new --out")
         self.load_adapter(load_file(folder / "adapter.safetensors"))
         if (folder / "best.safetensors").is_file():
             self.best_state = load_file(folder / "best.safetensors")
@@ -266,3 +276,43 @@ class PreferenceTrainer:
         self.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
         self.steps_done, self.history = meta["steps_done"], meta["history"]
         return True
+
+
+def recover_checkpoint(out: Path) -> Path | None:
+    """The whole checkpoint under `out` after any interruption of `save_checkpoint`, put back at out/last:
+
+    * last (+ a half-written last.partial): last; the partial is rewritten by the next save;
+    * last.old + a whole last.partial (between the two renames): the partial, the newer one;
+    * last + last.old, whole or half-removed (before or while the old one is removed): last.
+    A folder is whole once its trainer_state.json exists: it is written last."""
+    import shutil
+
+    out = Path(out)
+    last, old, partial = out / "last", out / "last.old", out / "last.partial"
+
+    def whole(folder: Path) -> bool:
+        return (folder / "trainer_state.json").is_file()
+
+    if not whole(last):
+        for candidate in (partial, old):
+            if whole(candidate):
+                shutil.rmtree(last, ignore_errors=True)
+                candidate.rename(last)
+                break
+    if whole(last):
+        shutil.rmtree(old, ignore_errors=True)
+        return last
+    return None
+
+
+def _differences(now: dict, then: dict, kind: str) -> list[str]:
+    """'name: then -> now' for each field that differs (long values, like query lists, by size)."""
+
+    def shown(value) -> str:
+        return f"{len(value)} items" if isinstance(value, list) and len(value) > 6 else json.dumps(value)
+
+    return [
+        f"{kind} {key}: {shown(then.get(key))} -> {shown(now.get(key))}"
+        for key in sorted(set(now) | set(then))
+        if now.get(key) != then.get(key)
+    ]
