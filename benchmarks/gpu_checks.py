@@ -25,16 +25,9 @@ import torch
 from headrank.backbone import Backbone
 from headrank.evaluate import format_table, machine
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import FAMILIES, tiny_model, tiny_tokenizer
+from headrank.testing import DOCS, FAMILIES, FLEA_QUERY, tiny_model, tiny_tokenizer
 
-DOCS = [
-    "wifi and bluetooth are wireless technologies",
-    "the united states entered world war one in 1917",
-    "fleas live up to a year on the host",
-    "goldfish grow with the size of their tank",
-    "what is the range of wifi",
-]
-LISTS = [("how long do fleas live", DOCS), ("wifi range", DOCS[:3]), ("war", DOCS[::-1] + ["a tank " * 12])]
+LISTS = [(FLEA_QUERY, DOCS), ("wifi range", DOCS[:3]), ("war", DOCS[::-1] + ["a tank " * 12])]
 
 
 def tiny_ranker(family: str, device: str, **config) -> HeadRanker:
@@ -77,7 +70,7 @@ def check_training(device: str) -> dict:
     from headrank.training.lists import TrainingList
     from headrank.training.trainer import PreferenceTrainer
 
-    item = TrainingList("q0", "how long do fleas live", DOCS, np.array([1.0, 0.0, 2.0, 0.0, 0.0]), [2, 1])
+    item = TrainingList("q0", FLEA_QUERY, DOCS, np.array([1.0, 0.0, 2.0, 0.0, 0.0]), [2, 1])
     losses = []
     for loss, adapters in (("dpo", "query"), ("listwise", "query"), ("dpo", "all")):
         ranker = tiny_ranker("qwen3", device)

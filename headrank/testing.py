@@ -38,6 +38,16 @@ def tiny_tokenizer(vocab_size: int = 400):
     return fast
 
 
+DOCS = [
+    "wifi and bluetooth are wireless technologies",
+    "the united states entered world war one in 1917",
+    "fleas live up to a year on the host",
+    "goldfish grow with the size of their tank",
+    "what is the range of wifi",
+]
+"""five short passages the tiny tokenizer knows, for tests and device checks."""
+FLEA_QUERY = "how long do fleas live"
+
 FAMILIES = ("qwen3", "llama", "mistral", "gemma3", "phi3")
 """the decoder families the engine is tested on: GQA with q/k norms, plain GQA, a sliding window shorter than the
 prompt, alternating sliding and full layers (scaled embeddings, q/k norms), and a fused qkv projection."""

@@ -11,18 +11,9 @@ from pathlib import Path
 import pytest
 
 from headrank.backbone import Backbone
-from headrank.testing import lexical_model, tiny_backbone, tiny_tokenizer
+from headrank.testing import DOCS, FLEA_QUERY, lexical_model, tiny_backbone, tiny_tokenizer  # noqa: F401 (the tests take DOCS and FLEA_QUERY from here)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-DOCS = [
-    "wifi and bluetooth are wireless technologies",
-    "the united states entered world war one in 1917",
-    "fleas live up to a year on the host",
-    "goldfish grow with the size of their tank",
-    "what is the range of wifi",
-]
-FLEA_QUERY = "how long do fleas live"
 
 
 @pytest.fixture
