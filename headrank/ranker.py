@@ -191,9 +191,9 @@ class HeadRanker:
             for window in self.builder.windows(query, passage_ids, positions, self.max_length)
         ]
 
-    def batches(self, prompts: Sequence[ListwisePrompt], max_prompts: int | None = None) -> list[list[int]]:
+    def batches(self, prompts: Sequence[ListwisePrompt]) -> list[list[int]]:
         """Indices of `prompts` grouped into forward passes under the ranker's token budget, longest first."""
-        return token_batches([len(p.input_ids) for p in prompts], self.max_batch_tokens, max_prompts)
+        return token_batches([len(p.input_ids) for p in prompts], self.max_batch_tokens)
 
     # -- scoring --------------------------------------------------------------------------------------------
     def encode(self, prompts: Sequence[ListwisePrompt]) -> PrefixBatch:

@@ -48,11 +48,6 @@ class PrefixBatch:
     """per layer ([batch, kv_heads, longest prefix, head_dim], the same for values)."""
     lengths: list[int]
 
-    def item(self, i: int) -> PrefixBatch:
-        """Prompt i's prefix alone, cut to its length."""
-        n = self.lengths[i]
-        return PrefixBatch([(k[i : i + 1, :, :n], v[i : i + 1, :, :n]) for k, v in self.kv], [n])
-
     def to(self, device=None, dtype=None) -> PrefixBatch:
         return PrefixBatch([(k.to(device, dtype), v.to(device, dtype)) for k, v in self.kv], list(self.lengths))
 
@@ -84,9 +79,8 @@ def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
     return tensor.to(device)
 
 
-def _padded(rows: Sequence[Sequence[int]], width: int | None = None) -> torch.Tensor:
-    width = max(len(r) for r in rows) if width is None else width
-    out = torch.zeros(len(rows), width, dtype=torch.long)
+def _padded(rows: Sequence[Sequence[int]]) -> torch.Tensor:
+    out = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
     return out
@@ -138,7 +132,7 @@ class SuffixLayout:
     real: torch.Tensor
     """[batch, width] bool: a token, not padding."""
     passage: torch.Tensor
-    """[batch, longest prefix]: each prefix token's passage (input position), or `passages` for none."""
+    """[batch, longest prefix]: each prefix token's passage (input position), or `most` for none."""
     counts: torch.Tensor
     """[batch] passages per prompt."""
     prefix_lengths: torch.Tensor

@@ -20,7 +20,6 @@ def test_groups_stay_within_the_budget_longest_first():
         assert [lengths[i] for i in group] == sorted((lengths[i] for i in group), reverse=True)
     assert groups[1:] == [[1, 4], [2, 0, 3]]
     assert token_batches(lengths, 1) == [[5], [1], [4], [2], [0], [3]]  # 1: one prompt per pass
-    assert token_batches(lengths, 10_000, max_prompts=2) == [[5, 1], [4, 2], [0, 3]]
     with pytest.raises(ValueError, match="at least 1"):
         token_batches(lengths, 0)
 
