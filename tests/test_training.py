@@ -20,7 +20,13 @@ from headrank.testing import save_tiny, tiny_backbone
 from headrank.training import TrainConfig, train_artifact
 from headrank.training.curves import curve_point
 from headrank.training.lists import TrainingList, split_queries
-from headrank.training.losses import distribution_regularizer, listwise_loss, preference_loss
+from headrank.training.losses import (
+    distribution_regularizer,
+    listwise_loss,
+    preference_loss,
+    reference_kl,
+    score_scale,
+)
 from headrank.training.pairs import alps_pairs, random_pairs
 from headrank.training.trainer import PreferenceTrainer
 
@@ -75,6 +81,57 @@ def test_loss_and_regularizer_values():
     assert float(distribution_regularizer(spread, TrainConfig(gamma=0.0, eta=1.0))) == pytest.approx(
         -float(spread[2:6].var())
     )
+
+
+def test_reference_kl_is_zero_at_the_reference_and_its_value_by_hand_elsewhere():
+    s_ref = torch.tensor([1.0, 0.0, -1.0])
+    assert float(reference_kl(s_ref.clone(), s_ref)) == pytest.approx(0.0, abs=1e-7)
+    assert float(reference_kl(s_ref + 5.0, s_ref)) == pytest.approx(0.0, abs=1e-6)  # a shift moves no share
+    s = torch.tensor([0.0, 1.0, -1.0])
+    p, q = torch.softmax(s_ref, 0), torch.softmax(s, 0)
+    assert float(reference_kl(s, s_ref)) == pytest.approx(float((p * (p / q).log()).sum()), rel=1e-6)
+    assert float(reference_kl(2 * s, 2 * s_ref, scale=2.0)) == pytest.approx(float(reference_kl(s, s_ref)), rel=1e-6)
+    theta = s.clone().requires_grad_()
+    reference_kl(theta, s_ref).backward()
+    assert theta.grad[0] < 0 < theta.grad[1]  # the gradient pulls each share back towards the reference
+
+
+def test_the_kl_term_holds_the_trained_scores_near_the_reference():
+    def drift(kl: float) -> float:
+        config = TrainConfig(lr=5e-2, gamma=0.0, eta=0.0, kl=kl, max_pairs=50, order="inference")
+        trainer = PreferenceTrainer(_ranker(), config)
+        for step in range(4):
+            trainer.optimizer.zero_grad()
+            trainer.list_loss(_item(), 0, random.Random(step))[0].backward()
+            trainer.optimizer.step()
+        (prompt,) = trainer.prompts(_item(), 0)
+        with torch.no_grad():
+            s = trainer.ranker.prompt_scores(prompt, trainer.prefix(prompt)).scores
+        return float(reference_kl(s, trainer.reference(prompt), score_scale(trainer.reference(prompt), config)))
+
+    assert drift(kl=20.0) < 0.5 * drift(kl=0.0)
+
+
+def test_lora_dropout_and_weight_decay_reach_the_adapters_and_optimizer():
+    trainer = PreferenceTrainer(_ranker(), TrainConfig(lora_dropout=0.3, weight_decay=0.01))
+    dropouts = [m for n, m in trainer.peft.named_modules() if n.endswith("lora_dropout.default")]
+    assert dropouts and all(m.p == pytest.approx(0.3) for m in dropouts)
+    assert trainer.optimizer.param_groups[0]["weight_decay"] == pytest.approx(0.01)
+    trainer.fit(_items(), [_item()], progress=False)
+    assert not trainer.peft.training  # evaluation and what follows the fit run without dropout
+    with pytest.raises(ValueError, match="lora_dropout"):
+        TrainConfig(lora_dropout=1.0)
+
+
+def test_patience_stops_after_that_many_curve_points_without_a_validation_gain(tmp_path):
+    # a rate too small to move nDCG: step 0 stays the best, so the run stops after 2 more curve points
+    config = TrainConfig(epochs=5, lr=1e-9, eval_every=1, patience=2)
+    trainer = PreferenceTrainer(_ranker(), config)
+    history = trainer.fit(_items(), [_item()], tmp_path, progress=False)
+    assert history["best_step"] == 0 and [e["step"] for e in history["evals"]] == [0, 1, 2]
+    assert history["stopped_early"] == 2 and trainer.steps_done == 2
+    resumed = PreferenceTrainer(_ranker(), config)
+    assert resumed.resume(tmp_path) and resumed.fit(_items(), [_item()], progress=False)["evals"] == history["evals"]
 
 
 def test_listwise_loss_equals_its_value_by_hand():

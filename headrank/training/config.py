@@ -25,6 +25,9 @@ class TrainConfig:
     eta: float = 0.05
     """weight of the variance of middle-zone scores (spreads them)."""
     tau: float = 1.0
+    kl: float = 0.0
+    """weight of KL(reference || trained) between the list distributions softmax(s / spread): holds the whole
+    trained order near the untrained one, which ALPS pairs alone leave free to drift."""
     lr: float = 2e-4
     epochs: int = 2
     lists_per_step: int = 1
@@ -48,11 +51,16 @@ class TrainConfig:
     """distinct shuffles per list for order=random, cycled by epoch (each is encoded once and cached)."""
     lora_rank: int = 8
     lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    weight_decay: float = 0.0
+    """AdamW decay of the LoRA weights, i.e. towards the frozen base."""
     lora_targets: tuple[str, ...] = ()
     """attention modules LoRA adapts (empty: the family's attention projections, e.g. q/k/v/o or Phi-3's fused qkv)."""
     grad_clip: float = 1.0
     eval_every: int = 10
     """optimizer steps between two evaluations of the learning curves (and checkpoints)."""
+    patience: int = 0
+    """stop after this many curve points without a better validation nDCG@10 (0: run every step)."""
     train_sample: int = 24
     """training lists evaluated for the training curve (a fixed seeded sample)."""
     validation: float = 0.2
@@ -71,6 +79,8 @@ class TrainConfig:
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
+        if self.kl < 0 or self.weight_decay < 0 or self.patience < 0 or not 0 <= self.lora_dropout < 1:
+            raise ValueError("kl, weight_decay and patience must be >= 0 and lora_dropout in [0, 1)")
         for name in ("beta", "lr", "tau"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

@@ -39,6 +39,13 @@ def listwise_loss(s_theta: torch.Tensor, grades: np.ndarray, scale=1.0) -> torch
     return -(target * torch.log_softmax(s_theta / scale, dim=-1)).sum()
 
 
+def reference_kl(s_theta: torch.Tensor, s_ref: torch.Tensor, scale=1.0) -> torch.Tensor:
+    """KL(softmax(s_ref / scale) || softmax(s_theta / scale)): zero while the trained list distribution is the
+    reference one, growing as any passage's share moves, not only the sampled pairs'."""
+    ref = torch.log_softmax(s_ref.detach() / scale, dim=-1)
+    return (ref.exp() * (ref - torch.log_softmax(s_theta / scale, dim=-1))).sum()
+
+
 def distribution_regularizer(scores: torch.Tensor, config: TrainConfig, scale=1.0) -> torch.Tensor:
     """gamma * H(softmax(s / (scale * tau))) / log n - eta * Var(s_mid / scale)."""
     z = scores / scale

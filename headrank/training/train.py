@@ -64,6 +64,7 @@ def train_artifact(
         **asdict(config),
         "steps": trainer.steps_done,
         "best_step": history["best_step"],
+        "stopped_early": history.get("stopped_early"),
         "validation_step0": first["validation"],
         "validation_best": best["validation"],
         "train_sample_best": best["train"],

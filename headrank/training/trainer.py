@@ -20,7 +20,13 @@ from headrank.ranker import HeadRanker
 from headrank.training.config import TrainConfig
 from headrank.training.curves import curve_point
 from headrank.training.lists import TrainingList
-from headrank.training.losses import distribution_regularizer, listwise_loss, preference_loss, score_scale
+from headrank.training.losses import (
+    distribution_regularizer,
+    listwise_loss,
+    preference_loss,
+    reference_kl,
+    score_scale,
+)
 from headrank.training.pairs import sample_pairs, stable_seed
 from headrank.training.prefix_cache import PrefixStore, prefix_key
 
@@ -43,7 +49,7 @@ class PreferenceTrainer:
         lora = LoraConfig(
             r=config.lora_rank,
             lora_alpha=config.lora_alpha,
-            lora_dropout=0.0,
+            lora_dropout=config.lora_dropout,
             target_modules=list(config.lora_targets) or ranker.family.lora_targets(),
             layers_to_transform=list(range(ranker.depth)),
         )
@@ -53,7 +59,7 @@ class PreferenceTrainer:
         if config.adapters == "query":  # else the passages pass through the adapters, with gradient
             self.prefixes = PrefixStore(ranker, config.cache_dtype, cache_dir)
         self.params = [p for p in self.peft.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.references: dict[str, torch.Tensor] = {}
         self.steps_done = 0
         self.history: dict = {"steps": [], "evals": [], "best_step": None}
@@ -102,7 +108,10 @@ class PreferenceTrainer:
             s = s_theta.detach().cpu().numpy()
             right += int((s[plus] > s[minus]).sum())
             pairs_seen += len(plus)
-            losses.append(main + distribution_regularizer(s_theta, config, scale))
+            regularizer = distribution_regularizer(s_theta, config, scale)
+            if config.kl:
+                regularizer = regularizer + config.kl * reference_kl(s_theta, s_ref, scale)
+            losses.append(main + regularizer)
         if not losses:
             return None
         loss = torch.stack(losses).mean()
@@ -130,6 +139,7 @@ class PreferenceTrainer:
         """One learning-curve point; keeps the adapter of the best validation nDCG@10 (the first on ties), or
         the latest one when there are no validation lists to choose by."""
         start = time.perf_counter()
+        self.peft.eval()  # no LoRA dropout in a curve point
         point = {
             "step": self.steps_done,
             "train": curve_point(self.ranker, sample, self.prefix),
@@ -143,6 +153,12 @@ class PreferenceTrainer:
             self.history["best_step"] = self.steps_done
             self.best_state = self.adapter_state()
         return point
+
+    def stale(self) -> bool:
+        """Early stopping: `patience` curve points in a row without a better validation nDCG@10."""
+        evals, best = self.history["evals"], self.history["best_step"]
+        since = sum(1 for e in evals if e["step"] > best) if best is not None else 0
+        return bool(self.config.patience) and since >= self.config.patience
 
     def best_point(self) -> dict | None:
         return next((e for e in self.history["evals"] if e["step"] == self.history["best_step"]), None)
@@ -171,7 +187,11 @@ class PreferenceTrainer:
         end = total if stop_after is None else min(total, self.steps_done + stop_after)
         bar = tqdm(range(self.steps_done, end), desc="train", unit="step", disable=not progress)
         for step in bar:
+            if self.stale():
+                self.history["stopped_early"] = self.steps_done
+                break
             start = time.perf_counter()
+            self.peft.train()  # LoRA dropout, when configured
             epoch, batch = self.batch(len(items), step)
             rng = random.Random(stable_seed(config.seed, "step", step))
             lr = self.learning_rate(step, total)
@@ -207,6 +227,7 @@ class PreferenceTrainer:
                 bar.set_postfix(val=f"{point['validation']['ndcg@10'] or 0:.4f}")
                 if out is not None:
                     self.save_checkpoint(out)
+        self.peft.eval()
         return self.history
 
     # -- state ----------------------------------------------------------------------------------------------
