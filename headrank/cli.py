@@ -10,81 +10,39 @@ import sys
 from pathlib import Path
 
 from headrank.methods import METHODS
-from headrank.precision import DTYPE_CHOICES
-from headrank.prompt import ORDERS
+from headrank.options import add_model_options, given_dests
 
 
-def _model_options(parser: argparse.ArgumentParser, heads_help: str = "") -> None:
-    group = parser.add_argument_group("model")
-    group.add_argument("--model", default="embedded", help="HF hub id, local folder, .gguf file, or 'embedded'")
-    group.add_argument(
-        "--heads",
-        default=None if heads_help else "all",
-        help=heads_help or "'all' (ICR), 'layer-head,...', or a .json/.yaml head-set file",
-    )
-    group.add_argument(
-        "--dtype",
-        default="auto",
-        choices=DTYPE_CHOICES,
-        help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, else float32 "
-        "(select-heads and train: float32, so that what they choose does not depend on the machine)",
-    )
-    group.add_argument("--device", default="cpu")
-    group.add_argument(
-        "--order",
-        default="reverse",
-        choices=ORDERS,
-        help="input order of the passages (reverse: best first-stage passage nearest the query)",
-    )
-    group.add_argument("--no-calibration", action="store_true", help="skip the N/A calibration pass")
-    group.add_argument("--token-mask", action="store_true", help="ICR's mean-2sigma token mask")
-    group.add_argument("--no-truncate", action="store_true", help="run every layer even with a head subset")
-    group.add_argument("--max-passage-tokens", type=int, default=256)
-    group.add_argument("--max-passage-words", type=int, default=None)
-    group.add_argument("--max-length", type=int, default=None, help="tokens per prompt (default: the model's)")
-    group.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=None,
-        help="padded tokens per forward pass when prompts are batched (default: 1 on a CPU, one prompt per pass; "
-        "65536 on a GPU); a prompt longer than this runs alone",
-    )
+def _reference_ranker(args, heads: str):
+    """select-heads and train: every model flag applies; "auto" dtype is float32 here, so that what they choose
+    or learn does not depend on the machine (inference then runs in the machine's dtype)."""
+    from dataclasses import replace
+
+    from headrank.methods import load_method
+    from headrank.options import RankerOptions
+
+    options = RankerOptions.from_args(args)
+    options = replace(options, heads=heads, dtype="float32" if options.dtype == "auto" else options.dtype)
+    return load_method("icr" if heads == "all" else "selected", options)
 
 
-def _ranker_options(args) -> dict:
-    """HeadRanker.from_pretrained's options as the model flags give them."""
-    return {
-        "calibrate": not args.no_calibration,
-        "token_mask": args.token_mask,
-        "order": args.order,
-        "max_passage_tokens": args.max_passage_tokens,
-        "max_passage_words": args.max_passage_words,
-        "max_length": args.max_length,
-        "max_batch_tokens": args.max_batch_tokens,
-    }
+def _inference_plan(args):
+    """rerank, serve and rerank-distributed: the method the model flags name (see `methods.method_for`)."""
+    from headrank.methods import method_for, plan_method
+    from headrank.options import RankerOptions
 
-
-def _ranker(args, heads: str | None = None, reference: bool = False):
-    """`reference`: selection and training, whose "auto" dtype is float32 so that what they choose or learn
-    does not depend on the machine (inference then runs in the machine's dtype)."""
-    from headrank.ranker import HeadRanker
-
-    return HeadRanker.from_pretrained(
-        args.model,
-        heads=heads or args.heads,
-        dtype="float32" if reference and args.dtype == "auto" else args.dtype,
-        device=args.device,
-        truncate=not args.no_truncate,
-        **_ranker_options(args),
-    )
+    options = RankerOptions.from_args(args)
+    return plan_method(method_for(options), options)
 
 
 def cmd_rerank(args) -> None:
     from headrank.data import load_candidates, write_run
     from headrank.experiment import rerank_lists
+    from headrank.methods import load_plan
 
+    plan = _inference_plan(args)
     lists = load_candidates(args.candidates, args.queries, args.corpus)
-    run, clock = rerank_lists(_ranker(args), lists, args.top_k, progress=not args.quiet)
+    run, clock = rerank_lists(load_plan(plan), lists, args.top_k, progress=not args.quiet)
     write_run(args.out, run, tag=args.tag)
     print(f"reranked {len(lists)} queries in {clock.seconds:.1f} s ({clock.per_item:.2f} s/query) -> {args.out}")
 
@@ -93,18 +51,9 @@ def cmd_eval(args) -> None:
     from headrank.data import default_data_dir
     from headrank.experiment import evaluate_method, summary
     from headrank.methods import load_method
+    from headrank.options import RankerOptions
 
-    ranker = load_method(
-        args.method,
-        model=args.model,
-        heads=args.heads,
-        artifact=args.artifact,
-        dense_model=args.dense_model,
-        dtype=args.dtype,
-        device=args.device,
-        truncate=not args.no_truncate,
-        **_ranker_options(args),
-    )
+    ranker = load_method(args.method, RankerOptions.from_args(args))
     result = evaluate_method(
         ranker,
         args.method,
@@ -139,7 +88,7 @@ def cmd_select_heads(args) -> None:
     if args.reuse and table_path.is_file():
         table = HeadTable.load(table_path)
     else:
-        ranker = _ranker(args, heads="all", reference=True)
+        ranker = _reference_ranker(args, "all")
         tables = []
         for name in args.dataset:
             lists, qrels = judged_lists(name, data_dir, args.top_k, args.limit)
@@ -173,12 +122,12 @@ def cmd_train(args) -> None:
     from headrank.headset import selection_of
     from headrank.training import TrainConfig, train_artifact
 
-    if args.heads == "all":
+    if args.heads in (None, "all"):
         raise ValueError("train needs --heads: a head-set file from `headrank select-heads`")
     fields = {name: getattr(args, _train_dest(name)) for name in _TRAIN_FIELDS}
     config = TrainConfig(**fields, lora_alpha=2 * args.lora_rank, standardise=not args.raw_scores)
     folder = train_artifact(
-        _ranker(args, reference=True),
+        _reference_ranker(args, args.heads),
         config,
         default_data_dir(args.data_dir),
         args.dataset,
@@ -201,6 +150,10 @@ _TRAIN_FIELDS = {
     "gamma": "entropy weight",
     "eta": "middle-zone variance weight",
     "tau": "softmax temperature of the entropy term",
+    "kl": "weight of KL(reference || trained) over the whole list's score distribution (0: off)",
+    "lora_dropout": "dropout on the LoRA path while training",
+    "weight_decay": "AdamW weight decay of the LoRA weights (towards the frozen base)",
+    "patience": "stop after this many curve points without a better validation nDCG@10 (0: never)",
     "lr": "peak learning rate",
     "warmup": "share of steps with a linear warm-up (then linear decay to 0)",
     "epochs": "passes over the training lists",
@@ -337,9 +290,9 @@ def cmd_analyze(args) -> None:
     print(f"wrote {out / 'middle_zone.json'} and {out / 'score_by_position.png'}")
 
 
-def _labelled_data_options(parser: argparse.ArgumentParser) -> None:
+def _labelled_data_options(parser: argparse.ArgumentParser, heads: bool) -> None:
     """A model and the labelled datasets it learns from: what select-heads and train share."""
-    _model_options(parser)
+    add_model_options(parser, heads=heads, truncate=heads)
     parser.add_argument("--data-dir")
     parser.add_argument(
         "--dataset", action="append", default=None, help="training dataset(s), repeatable (default dl21)"
@@ -359,17 +312,12 @@ def _candidate_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args) -> None:
-    from headrank.artifact import DEFAULT_ARTIFACT, is_artifact
+    from headrank.methods import load_plan
     from headrank.serve import ServeConfig, serve
 
-    if args.artifact:
-        if not is_artifact(args.artifact):
-            raise ValueError(f"--artifact {args.artifact} is not a trained artifact folder (no headrank.json)")
-        args.model = args.artifact
-    elif args.model == "embedded" and args.heads is None:  # the product's own method, as `eval` serves it
-        args.model = str(DEFAULT_ARTIFACT)
+    plan = _inference_plan(args)
     config = ServeConfig(
-        model_name=args.name or Path(args.model).name,
+        model_name=args.name or Path(plan.kwargs.get("folder") or plan.kwargs["model"]).name,
         max_documents=args.max_documents,
         max_body_bytes=args.max_body_bytes,
         queue_size=args.queue_size,
@@ -377,7 +325,7 @@ def cmd_serve(args) -> None:
         max_batch_requests=args.max_batch_requests,
         shutdown_grace=args.shutdown_grace,
     )
-    serve(_ranker(args), args.host, args.port, config)
+    serve(load_plan(plan), args.host, args.port, config)
 
 
 def cmd_rerank_distributed(args) -> None:
@@ -386,6 +334,7 @@ def cmd_rerank_distributed(args) -> None:
     from headrank.data import load_candidates
     from headrank.distributed import RayOptions, rerank_distributed
     from headrank.evaluate import Stopwatch
+    from headrank.methods import load_plan
 
     options = RayOptions(
         workers=args.workers,
@@ -396,16 +345,15 @@ def cmd_rerank_distributed(args) -> None:
         batch_size=args.batch_size,
         address=args.address,
     )
-    if not args.address:  # fail here, not in every worker (a cluster's nodes may see paths this machine does not)
-        from headrank.artifact import is_artifact
+    plan = _inference_plan(args)  # a flag that cannot apply fails here, not in every worker
+    if not args.address and plan.loader == "heads":  # (a cluster's nodes may see paths this machine does not)
         from headrank.backbone import resolve_source
 
-        if not is_artifact(args.model):
-            resolve_source(args.model)
+        resolve_source(plan.kwargs["model"])
     lists = load_candidates(args.candidates, args.queries, args.corpus)
     with Stopwatch() as clock:
         table = rerank_distributed(
-            lists, partial(_ranker, args), args.out, args.top_k, options, args.tag, progress=not args.quiet
+            lists, partial(load_plan, plan), args.out, args.top_k, options, args.tag, progress=not args.quiet
         )
     print(f"reranked {len(lists)} queries on Ray in {clock.seconds:.1f} s -> {args.out} and {table}")
 
@@ -425,13 +373,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("rerank", help="rerank candidate lists into a TREC run")
-    _model_options(p)
+    add_model_options(p, artifact=True)
     _candidate_options(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_rerank)
 
     p = sub.add_parser("eval", help="rerank a benchmark and write run.trec + metrics.json")
-    _model_options(p)
+    add_model_options(p, artifact=True)
     p.add_argument("--data-dir", help="folder with the datasets (default: $HEADRANK_DATA)")
     p.add_argument("--dataset", default="dl19")
     p.add_argument(
@@ -441,7 +389,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{name}: {what}" for name, what in METHODS.items()),
     )
     p.add_argument("--dense-model", help="sentence-transformers model for --method dense (default: embedded MiniLM)")
-    p.add_argument("--artifact", help="trained artifact folder for --method headrank (default: the committed one)")
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="only the first N judged queries")
     p.add_argument("--out", required=True)
@@ -449,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("select-heads", help="head statistics on labelled lists and entropy-regularized selection")
-    _labelled_data_options(p)
+    _labelled_data_options(p, heads=False)
     p.add_argument("--top-k", type=int, default=20, help="candidates per list")
     p.add_argument("--k", type=int, default=16, help="heads to keep")
     p.add_argument("--lam", type=float, default=0.5, help="entropy weight lambda in D - lambda*H (0: QRHead)")
@@ -468,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_select_heads)
 
     p = sub.add_parser("train", help="preference-align the selected heads (LoRA) and write a trained artifact")
-    _labelled_data_options(p)
+    _labelled_data_options(p, heads=True)
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/checkpoints")
     p.add_argument("--cache-dir", help="keep the frozen prefixes here (shared by runs on the same base and depth)")
@@ -510,12 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "serve", help="serve the reranker over HTTP (Cohere /v1/rerank and /v2/rerank, Jina, TEI /rerank)"
     )
-    _model_options(
-        p,
-        heads_help="default with --model embedded: the committed trained HeadRank; 'all' serves ICR; "
-        "'layer-head,...' or a head-set file serves those heads untrained",
-    )
-    p.add_argument("--artifact", help="a trained artifact folder to serve instead of --model/--heads")
+    add_model_options(p, artifact=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", help="model name in the answers (default: the model's)")
@@ -535,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("rerank-distributed", help="rerank candidate lists on Ray Data into a TREC run + parquet")
-    _model_options(p)
+    add_model_options(p, artifact=True)
     _candidate_options(p)
     p.add_argument("--workers", type=int, default=2, help="Ray actors, each with one copy of the model")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -556,7 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.given = given_dests(parser, argv)  # what was set on the command line: refused where it cannot apply
     if getattr(args, "dataset", "") is None:
         args.dataset = ["dl21"]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

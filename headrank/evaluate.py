@@ -3,12 +3,14 @@ zone, and the cost of a run: seconds per query and peak resident memory."""
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -73,10 +75,18 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
+def rss_mb() -> float | None:
+    """Resident set size of this process now, from /proc (None where there is none)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024), 1)
+
+
 def machine() -> str:
     """The CPU, its cores and what torch dispatches to on it (its capability and the native-bfloat16 flags):
     what a timing needs beside it to mean anything."""
-    import os
 
     from headrank.precision import NATIVE_BF16_FLAGS, cpu_flags
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from headrank.artifact import NO_ADAPTER
 from headrank.data import CandidateList, RankedRun, run_from_ranking, scored, write_run
 from headrank.datasets import load_dataset
 from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
@@ -28,11 +29,25 @@ def describe_ranker(ranker: Reranker | None) -> dict:
             "dtype": ranker.backbone.precision.dtype,
             "dtype_reason": ranker.backbone.precision.reason,
             "order": ranker.config.order,
-            "trained_on": ranker.artifact["data"]["datasets"] if ranker.artifact else None,
-            "adapters": ranker.artifact["adapters"] if ranker.artifact else None,
+            **_provenance(ranker.artifact),
         }
     info = getattr(ranker, "run_info", None)
     return info() if callable(info) else {}
+
+
+def _provenance(artifact: dict | None) -> dict:
+    """Where an artifact's heads were chosen and, if it ships an adapter, what trained it (an artifact whose
+    training did not beat its untrained heads ships none: nothing trained it)."""
+    if artifact is None:
+        return {"heads_selected_on": None, "trained_on": None, "adapters": None}
+    data = artifact.get("data", {})
+    selection = data.get("heads_selection") or {}
+    trained = artifact["adapters"] != NO_ADAPTER
+    return {
+        "heads_selected_on": selection.get("datasets"),
+        "trained_on": data.get("datasets") if trained else None,
+        "adapters": artifact["adapters"],
+    }
 
 
 def rerank_lists(

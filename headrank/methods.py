@@ -1,9 +1,12 @@
-"""The rerankers an evaluation can name, and how each is loaded: the registry behind `headrank eval --method`.
+"""The rerankers an evaluation can name, and the one place that decides, from the model flags, which reranker
+is loaded and with what: `headrank eval`, `rerank`, `serve`, `rerank-distributed` and the benchmarks share it.
 Importing this module loads no model and no torch; `load_method` does."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, field
+
+from headrank.options import FLAGS, RankerOptions
 
 METHODS = {
     "headrank": "the trained HeadRank (--artifact, default: the committed one)",
@@ -15,49 +18,133 @@ METHODS = {
     "dense": "a sentence-transformers bi-encoder (--dense-model, default: the embedded MiniLM)",
 }
 
+_HEAD_RANKER = frozenset(FLAGS) - {"artifact", "dense_model"}
+USES: dict[str, tuple[frozenset[str], str]] = {
+    "bm25": (frozenset(), "bm25 keeps the first stage's order and loads no model"),
+    "dense": (frozenset({"dense_model", "device"}), "dense scores with a sentence-transformers bi-encoder"),
+    "rankgpt": (
+        frozenset({"model", "dtype", "device", "max_passage_tokens"}),
+        "rankgpt generates rankings with the whole model (sliding windows of 20): it reads no heads or attention",
+    ),
+    "headrank": (
+        frozenset({"model", "artifact", "dtype", "device", "no_truncate", "max_length", "max_batch_tokens"}),
+        "a trained artifact fixes the base model, heads, prompt and scoring it was trained with",
+    ),
+    "icr": (_HEAD_RANKER - {"heads"}, "icr reads every head (--heads all, or a subset with --method selected)"),
+    "qrhead": (_HEAD_RANKER, ""),
+    "selected": (_HEAD_RANKER, ""),
+}
+"""the flags each method uses, and why it has no use for the others."""
 
-def load_method(
-    method: str,
-    *,
-    model: str = "embedded",
-    heads: str | None = "all",
-    artifact: str | Path | None = None,
-    dense_model: str | None = None,
-    dtype: str = "auto",
-    device: str = "cpu",
-    truncate: bool = True,
-    **ranker_options,
-):
-    """The reranker `method` names (None for bm25, which keeps the first stage); `ranker_options` go to
-    HeadRanker.from_pretrained (calibrate, order, max_passage_tokens, ...)."""
+
+@dataclass(frozen=True)
+class MethodPlan:
+    """What `load_method` will build: the loader and every argument it gets (no model loaded yet)."""
+
+    method: str
+    loader: str
+    kwargs: dict = field(default_factory=dict)
+
+
+def method_for(options: RankerOptions) -> str:
+    """The method of a command that has no --method (rerank, serve, rerank-distributed): an artifact is
+    HeadRank; no --heads with the embedded model is the committed HeadRank; 'all' (or another model without
+    --heads) is ICR; a head subset is that subset untrained."""
+    if options.artifact or _is_artifact(options.model):
+        return "headrank"
+    if options.heads is None:
+        return "headrank" if options.model == "embedded" else "icr"
+    return "icr" if options.heads == "all" else "selected"
+
+
+def plan_method(method: str, options: RankerOptions) -> MethodPlan:
+    """Check that every given flag applies to `method` (a ValueError names those that do not, and why) and
+    say what will be loaded."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: known are {', '.join(METHODS)}")
+    uses, why = USES[method]
+    refused = sorted(name for name in options.given if name not in uses)
+    if method == "icr" and options.heads == "all":
+        refused = [name for name in refused if name != "heads"]
+    if method == "headrank" and "model" in options.given and not _is_artifact(options.model):
+        refused = sorted({*refused, "model"})
+    if method == "headrank" and options.artifact and "model" in options.given:
+        raise ValueError("give the artifact once: --artifact or --model ARTIFACT_FOLDER, not both")
+    if options.artifact and not _is_artifact(options.artifact):
+        raise ValueError(f"--artifact {options.artifact} is not a trained artifact folder (no headrank.json)")
+    if refused:
+        names = ", ".join(FLAGS[name] for name in refused)
+        raise ValueError(f"{names} cannot apply to --method {method}: {why}")
+    device = {"dtype": options.dtype, "device": options.device}
     if method == "bm25":
-        return None
+        return MethodPlan(method, "none")
     if method == "dense":
-        from headrank.baselines.dense import EMBEDDED, DenseReranker
+        from headrank.baselines.dense import EMBEDDED
 
-        return DenseReranker.from_pretrained(dense_model or EMBEDDED, device=device)
+        return MethodPlan(method, "dense", {"model": options.dense_model or EMBEDDED, "device": options.device})
     if method == "rankgpt":
-        from headrank.baselines.rankgpt import RankGPT, RankGPTConfig
-
-        config = RankGPTConfig(max_passage_tokens=ranker_options.get("max_passage_tokens", 256))
-        return RankGPT.from_pretrained(model, dtype=dtype, device=device, config=config)
-    from headrank.ranker import HeadRanker
-
+        return MethodPlan(
+            method, "rankgpt", {"model": options.model, **device, "max_passage_tokens": options.max_passage_tokens}
+        )
+    common = {
+        **device,
+        "truncate": not options.no_truncate,
+        "max_length": options.max_length,
+        "max_batch_tokens": options.max_batch_tokens,
+    }
     if method == "headrank":
         from headrank.artifact import DEFAULT_ARTIFACT
 
-        return HeadRanker.from_artifact(
-            artifact or DEFAULT_ARTIFACT,
-            dtype=dtype,
-            device=device,
-            truncate=truncate,
-            max_length=ranker_options.get("max_length"),
-            max_batch_tokens=ranker_options.get("max_batch_tokens"),
-        )
+        folder = options.artifact or (options.model if _is_artifact(options.model) else str(DEFAULT_ARTIFACT))
+        return MethodPlan(method, "artifact", {"folder": folder, **common})
     if method == "icr":
         heads = "all"
-    elif heads in (None, "all"):
+    elif options.heads in (None, "all"):
         raise ValueError(f"--method {method} needs --heads (a head-set file from `headrank select-heads`)")
-    return HeadRanker.from_pretrained(model, heads, dtype=dtype, device=device, truncate=truncate, **ranker_options)
+    else:
+        heads = options.heads
+    return MethodPlan(
+        method,
+        "heads",
+        {
+            "model": options.model,
+            "heads": heads,
+            **common,
+            "calibrate": not options.no_calibration,
+            "token_mask": options.token_mask,
+            "order": options.order,
+            "max_passage_tokens": options.max_passage_tokens,
+            "max_passage_words": options.max_passage_words,
+        },
+    )
+
+
+def load_method(method: str, options: RankerOptions | None = None):
+    """The reranker `method` names, loaded as `plan_method` decides (None for bm25: the first stage's order)."""
+    return load_plan(plan_method(method, options or RankerOptions()))
+
+
+def load_plan(plan: MethodPlan):
+    kwargs = dict(plan.kwargs)
+    if plan.loader == "none":
+        return None
+    if plan.loader == "dense":
+        from headrank.baselines.dense import DenseReranker
+
+        return DenseReranker.from_pretrained(kwargs["model"], device=kwargs["device"])
+    if plan.loader == "rankgpt":
+        from headrank.baselines.rankgpt import RankGPT, RankGPTConfig
+
+        config = RankGPTConfig(max_passage_tokens=kwargs.pop("max_passage_tokens"))
+        return RankGPT.from_pretrained(kwargs.pop("model"), **kwargs, config=config)
+    from headrank.ranker import HeadRanker
+
+    if plan.loader == "artifact":
+        return HeadRanker.from_artifact(kwargs.pop("folder"), **kwargs)
+    return HeadRanker.from_pretrained(kwargs.pop("model"), kwargs.pop("heads"), **kwargs)
+
+
+def _is_artifact(path: str | None) -> bool:
+    from headrank.artifact import is_artifact
+
+    return bool(path) and is_artifact(path)

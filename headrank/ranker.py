@@ -101,6 +101,15 @@ class HeadRanker:
         """Load a backbone (hub id, folder, .gguf, "embedded") or a trained artifact folder (headrank.json); only
         the layers up to the deepest head are loaded when `truncate`."""
         if is_artifact(model):
+            fixed = {"heads": heads not in (None, "all"), "calibrate": not calibrate, "token_mask": token_mask}
+            fixed |= {"order": order != "reverse", "max_passage_tokens": max_passage_tokens != 256}
+            fixed |= {"max_passage_words": max_passage_words is not None}
+            if any(fixed.values()):
+                names = ", ".join(name for name, changed in fixed.items() if changed)
+                raise ValueError(
+                    f"{model} is a trained artifact: it fixes the heads, prompt and scoring it was trained with, so "
+                    f"{names} cannot be set here (an ablation: HeadRanker.from_artifact(...).variant(...))"
+                )
             return cls.from_artifact(
                 model,
                 dtype=dtype,

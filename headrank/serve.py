@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import queue
 import threading
@@ -28,7 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from headrank.evaluate import peak_rss_mb
+from headrank.evaluate import peak_rss_mb, rss_mb
 from headrank.experiment import describe_ranker
 from headrank.ranker import HeadRanker
 from headrank.results import Document, best_first, relevance_scores
@@ -287,6 +288,8 @@ class TeiResult(BaseModel):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)  # the field notes below are the OpenAPI descriptions
+
     status: str
     model: str
     ranker: dict
@@ -294,7 +297,10 @@ class Health(BaseModel):
     waiting: int
     active: int
     queue_size: int
+    rss_mb: float | None = None
+    """resident memory of the server process now (None where /proc is not there)."""
     peak_rss_mb: float
+    """the highest resident memory of the server process since it started (not now)."""
     device_memory_mb: float | None = None
     """memory the model's accelerator holds now (None on a CPU)."""
     peak_device_memory_mb: float | None = None
@@ -406,6 +412,17 @@ def _encodable(value):
 
 
 POLL_S = 0.25
+ACCESS_LOG = logging.getLogger("uvicorn.access")
+
+
+def _log_gone(request: Request) -> None:
+    """uvicorn writes no access line for a response whose client is gone: this is that line, in its format."""
+    client = request.scope.get("client")
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    version = request.scope.get("http_version", "1.1")
+    ACCESS_LOG.info(
+        '%s - "%s %s HTTP/%s" %d', f"{client[0]}:{client[1]}" if client else "-", request.method, path, version, 499
+    )
 
 
 async def _result(future: Future, request: Request) -> list[float]:
@@ -415,6 +432,7 @@ async def _result(future: Future, request: Request) -> list[float]:
     while not (await asyncio.wait({waiting}, timeout=POLL_S))[0]:
         if await request.is_disconnected():
             future.cancel()
+            _log_gone(request)
             raise HTTPException(499, "client closed the request")
         deadline = getattr(request.app.state, "shutdown_deadline", None)
         if deadline is not None and time.monotonic() >= deadline:
@@ -478,6 +496,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             waiting=scheduler.waiting.qsize(),
             active=len(scheduler.active),
             queue_size=config.queue_size,
+            rss_mb=rss_mb(),
             peak_rss_mb=round(peak_rss_mb(), 1),
             **_device_memory(ranker),
         )

@@ -139,7 +139,8 @@ def test_select_train_eval_analyze_pipeline(tiny_folder, mini_data, tmp_path, ca
     ev = tmp_path / "ev"
     assert main(["eval", *data, "--method", "headrank", "--artifact", str(art), "--out", str(ev), "--quiet"]) == 0
     metrics = json.loads((ev / "metrics.json").read_text())
-    assert metrics["trained_on"] == ["dl21"] and metrics["layers_run"] <= 4
+    assert metrics["heads_selected_on"] == ["dl21"] and metrics["layers_run"] <= 4
+    assert metrics["trained_on"] == (None if manifest["adapters"] == "none" else ["dl21"])
     assert (ev / "scores.jsonl").read_text().count("\n") == 5
     assert main(["analyze", str(ev), *data, "--dataset", "dl19", "--out", str(tmp_path / "an")]) == 0
     assert "selectivity_gap" in capsys.readouterr().out
@@ -155,3 +156,124 @@ def test_help_imports_no_torch():
     code = "import sys, headrank.cli; headrank.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# -- no silent flag: every option applies or is refused with its reason ---------------------------------------
+
+MODEL_FLAG_VALUES = {  # flag -> (value on the command line, the loader argument it must reach, its value there)
+    "--model": ("org/some-model", "model", "org/some-model"),
+    "--heads": ("1-2", "heads", "1-2"),
+    "--dense-model": ("org/dense", "model", "org/dense"),
+    "--dtype": ("float32", "dtype", "float32"),
+    "--device": ("cuda", "device", "cuda"),
+    "--order": ("forward", "order", "forward"),
+    "--no-calibration": (None, "calibrate", False),
+    "--token-mask": (None, "token_mask", True),
+    "--no-truncate": (None, "truncate", False),
+    "--max-passage-tokens": ("64", "max_passage_tokens", 64),
+    "--max-passage-words": ("50", "max_passage_words", 50),
+    "--max-length": ("512", "max_length", 512),
+    "--max-batch-tokens": ("4096", "max_batch_tokens", 4096),
+}
+
+
+def _commands():
+    """(name, argv without model flags, the method it loads) for every command that loads a reranker."""
+    from headrank.methods import METHODS
+
+    yield "rerank", ["rerank", "--candidates", "c.jsonl", "--out", "o"], None
+    yield "rerank-heads", ["rerank", "--candidates", "c.jsonl", "--out", "o", "--heads", "3-1"], None
+    yield "serve", ["serve"], None
+    yield "rerank-distributed", ["rerank-distributed", "--candidates", "c.jsonl", "--out", "o"], None
+    for method in METHODS:
+        heads = ["--heads", "3-1"] if method in ("qrhead", "selected") else []
+        yield f"eval-{method}", ["eval", "--out", "o", "--method", method, *heads], method
+    yield "select-heads", ["select-heads", "--out", "o"], "icr"
+    yield "train", ["train", "--out", "o", "--heads", "3-1"], "selected"
+
+
+def _options_and_method(argv, method):
+    from dataclasses import replace
+
+    from headrank.cli import build_parser
+    from headrank.methods import method_for
+    from headrank.options import RankerOptions, given_dests
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.given = given_dests(parser, argv)
+    options = RankerOptions.from_args(args)
+    if argv[0] == "select-heads":
+        options = replace(options, heads="all")
+    return options, method or method_for(options)
+
+
+@pytest.mark.parametrize("name,base,method", list(_commands()), ids=[c[0] for c in _commands()])
+def test_every_model_flag_reaches_the_loader_or_is_refused_with_its_reason(name, base, method):
+    from headrank.artifact import DEFAULT_ARTIFACT
+    from headrank.cli import build_parser
+    from headrank.methods import plan_method
+
+    sub = build_parser()._subparsers._group_actions[0].choices[base[0]]
+    flags = {f for action in sub._actions for f in action.option_strings}
+    values = dict(MODEL_FLAG_VALUES, **{"--artifact": (str(DEFAULT_ARTIFACT), "folder", str(DEFAULT_ARTIFACT))})
+    checked = 0
+    for flag, (value, key, expected) in values.items():
+        if flag not in flags:
+            continue
+        argv = [*base, flag, *([] if value is None else [value])]
+        options, chosen = _options_and_method(argv, method)
+        try:
+            plan = plan_method(chosen, options)
+        except ValueError as err:
+            named = [f for f in (flag, *base) if f.startswith("--") and f in str(err)]  # it, or one it conflicts with
+            assert named and ":" in str(err), (argv, err)  # names the flag and says why
+        else:
+            assert plan.kwargs.get(key) == expected, (argv, plan)
+        checked += 1
+    assert checked >= 6
+
+
+def test_flags_an_artifact_fixes_are_refused_and_say_why(capsys):
+    for argv in (
+        ["eval", "--out", "o", "--method", "headrank", "--heads", "3-1"],
+        ["eval", "--out", "o", "--method", "headrank", "--order", "forward"],
+        ["eval", "--out", "o", "--no-calibration"],
+        ["rerank", "--candidates", "c.jsonl", "--out", "o", "--token-mask"],
+        ["eval", "--out", "o", "--method", "bm25", "--max-batch-tokens", "8"],
+        ["eval", "--out", "o", "--method", "dense", "--dtype", "float32"],
+        ["eval", "--out", "o", "--method", "rankgpt", "--heads", "3-1"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "cannot apply to --method" in err and argv[-1 if argv[-1].startswith("--") else -2] in err
+
+
+def test_a_trained_artifact_refuses_heads_and_prompt_settings_in_python():
+    from headrank.artifact import DEFAULT_ARTIFACT
+
+    with pytest.raises(ValueError, match="heads, order"):
+        HeadRanker.from_pretrained(DEFAULT_ARTIFACT, heads="3-1", order="forward")
+
+
+def test_every_option_of_every_command_is_read():
+    """Model options are checked by the walk above; every other option must be read by its command (or, for
+    `train`, be a TrainConfig field)."""
+    import inspect
+    import re
+
+    import headrank.cli as cli
+    from headrank.options import FLAGS
+
+    parser = cli.build_parser()
+    assert "args.verbose" in inspect.getsource(cli.main)
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        source = inspect.getsource(sub._defaults["func"])
+        for helper in set(re.findall(r"\b(_\w+)\(", source)):  # one level of the cli's own helpers
+            if callable(getattr(cli, helper, None)):
+                source += inspect.getsource(getattr(cli, helper))
+        for action in sub._actions:
+            dest = action.dest
+            if dest in ("help", *FLAGS) or (name == "train" and dest in map(cli._train_dest, cli._TRAIN_FIELDS)):
+                continue
+            assert f"args.{dest}" in source, f"headrank {name} {action.option_strings}: parsed and never read"

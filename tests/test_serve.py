@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -127,6 +128,10 @@ def test_cohere_v2_shape(client, ranker):
 def test_health_and_openapi(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "tiny"
+    assert 0 < health["rss_mb"] <= health["peak_rss_mb"] + 1  # now, and the process's peak
+    assert "since it started" in client.get("/openapi.json").json()["components"]["schemas"]["Health"]["properties"][
+        "peak_rss_mb"
+    ].get("description", "")
     assert client.get("/docs").status_code == 200
     schema = client.get("/openapi.json").json()
     assert {"/v1/rerank", "/v2/rerank", "/rerank", "/health"} <= set(schema["paths"])
@@ -302,7 +307,12 @@ def test_a_client_that_goes_away_has_its_passes_dropped(ranker):
     scheduler, futures = app.state.scheduler, []
     submit = scheduler.submit
     scheduler.submit = lambda *args: futures.append(submit(*args)) or futures[-1]
+    access, lines = logging.getLogger("uvicorn.access"), []
     with served(app) as client, ThreadPoolExecutor(1) as pool:
+        handler = logging.Handler()
+        handler.emit = lambda record: lines.append(record.getMessage())
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
         impatient = pool.submit(client.post, "/v1/rerank", json={"query": "gone", "documents": DOCS * 3}, timeout=0.5)
         with pytest.raises(httpx.TimeoutException):
             impatient.result()
@@ -312,23 +322,30 @@ def test_a_client_that_goes_away_has_its_passes_dropped(ranker):
         # served after the worker met the cancelled job again: it ran its current pass, then dropped it
         assert client.post("/v1/rerank", json={"query": FLEA_QUERY, "documents": DOCS}).status_code == 200
     assert gated.passes["gone"] == 1 < len(ranker.score_lists("gone", DOCS * 3))
+    access.removeHandler(handler)
+    assert any(line.endswith('"POST /v1/rerank HTTP/1.1" 499') for line in lines), lines  # the access log has it
 
 
 def test_serve_with_no_model_options_serves_the_committed_headrank(monkeypatch):
     """As `eval` does: the product's own trained method, not ICR; `--heads all` asks for ICR."""
+    import headrank.methods
     from headrank.artifact import DEFAULT_ARTIFACT
 
     loaded = []
 
-    def fake_load(model, heads=None, **options):
-        loaded.append((str(model), heads))
+    def fake_load(plan):
+        loaded.append((plan.loader, plan.kwargs.get("folder") or plan.kwargs["model"], plan.kwargs.get("heads")))
         raise SystemExit(0)  # stop before the server starts
 
-    monkeypatch.setattr(HeadRanker, "from_pretrained", staticmethod(fake_load))
+    monkeypatch.setattr(headrank.methods, "load_plan", fake_load)
     for argv in (["serve"], ["serve", "--heads", "all"], ["serve", "--model", "Qwen/Qwen3-0.6B"]):
         with pytest.raises(SystemExit):
             main(argv)
-    assert loaded == [(str(DEFAULT_ARTIFACT), None), ("embedded", "all"), ("Qwen/Qwen3-0.6B", None)]
+    assert loaded == [
+        ("artifact", str(DEFAULT_ARTIFACT), None),
+        ("heads", "embedded", "all"),
+        ("heads", "Qwen/Qwen3-0.6B", "all"),
+    ]
 
 
 BAD_BODIES = [
