@@ -11,6 +11,7 @@ from pathlib import Path
 
 from headrank.methods import METHODS
 from headrank.options import add_model_options, given_dests
+from headrank.precision import DTYPE_CHOICES
 
 
 def _reference_ranker(args, heads: str):
@@ -358,6 +359,34 @@ def cmd_rerank_distributed(args) -> None:
     print(f"reranked {len(lists)} queries on Ray in {clock.seconds:.1f} s -> {args.out} and {table}")
 
 
+def cmd_reproduce(args) -> None:
+    import shlex
+
+    from headrank.data import default_data_dir
+    from headrank.reproduce import TRAINING_DATASETS, ReproduceConfig, reproduce
+
+    config = ReproduceConfig(
+        model=args.model,
+        data_dir=default_data_dir(args.data_dir),
+        out=Path(args.out or Path("runs") / "reproduce" / Path(args.model).name),
+        train_datasets=tuple(args.train_dataset or TRAINING_DATASETS),
+        eval_datasets=tuple(args.eval_dataset or ()),
+        device=args.device,
+        dtype=args.dtype,
+        limit=args.limit,
+        eval_limit=args.eval_limit,
+        top_k=args.top_k,
+        k=args.k,
+        max_depth=args.max_depth,
+        validation=args.validation,
+        train_args=tuple(shlex.split(args.train_args)),
+        download=not args.offline,
+    )
+    table = reproduce(config)
+    print(table.read_text())
+    print(f"wrote {table} and {table.with_suffix('.json')}")
+
+
 def cmd_download(args) -> None:
     from headrank.data import default_data_dir
     from headrank.datasets import download_dataset
@@ -488,6 +517,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="an existing Ray cluster (default: start Ray on this machine)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_rerank_distributed)
+
+    p = sub.add_parser(
+        "reproduce", help="the paper's protocol for one model: select, train, evaluate every benchmark, compare"
+    )
+    p.add_argument("--model", required=True, help="HF hub id, local folder, .gguf file, or 'embedded'")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
+    p.add_argument("--data-dir")
+    p.add_argument("--out", help="output folder, kept between runs (default: runs/reproduce/MODEL)")
+    p.add_argument(
+        "--train-dataset", action="append", help="training data, repeatable (default: dl21, dl22, dl23, the paper's)"
+    )
+    p.add_argument("--eval-dataset", action="append", help="benchmarks, repeatable (default: every other one present)")
+    p.add_argument("--limit", type=int, help="judged training queries per dataset (default: all)")
+    p.add_argument("--eval-limit", type=int, help="judged queries per benchmark (default: all)")
+    p.add_argument("--top-k", type=int, default=20, help="candidates reranked (and per training list)")
+    p.add_argument("--k", type=int, default=16, help="heads to select")
+    p.add_argument("--max-depth", type=int, help="select heads in the first N layers only")
+    p.add_argument("--validation", type=float, default=0.2, help="share of training queries held out")
+    p.add_argument("--train-args", default="", help="the recipe, as more `headrank train` flags in one string")
+    p.add_argument("--offline", action="store_true", help="never download: skip what is not in the data directory")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("download", help="download a public dataset into the data directory")
     p.add_argument("dataset")
