@@ -24,11 +24,6 @@ declare -A CONFIGS=(
 )
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(dpo-inference listwise-inference dpo-random listwise-random)
-for name in "${names[@]}"; do
-  [ -n "${CONFIGS[$name]:-}" ] || { echo "unknown configuration $name" >&2; exit 2; }
-  if [ -f "$OUT/$name/headrank.json" ]; then echo "$name: done"; continue; fi
-  resume=(); [ -f "$OUT/$name/checkpoints/last/trainer_state.json" ] && resume=(--resume)
-  # shellcheck disable=SC2086
-  .venv/bin/headrank train "${COMMON[@]}" ${CONFIGS[$name]} --out "$OUT/$name" "${resume[@]}"
-done
+source benchmarks/train_configs.sh
+run_configs "${names[@]}"
 .venv/bin/python benchmarks/training_table.py "$OUT" | tee "$OUT/table.md"

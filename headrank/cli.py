@@ -382,7 +382,7 @@ def cmd_reproduce(args) -> None:
         train_args=tuple(shlex.split(args.train_args)),
         download=not args.offline,
     )
-    table = reproduce(config)
+    table = reproduce(config, main)
     print(table.read_text())
     print(f"wrote {table} and {table.with_suffix('.json')}")
 

@@ -45,10 +45,9 @@ class ReproduceConfig:
     download: bool = True
 
 
-def reproduce(config: ReproduceConfig, cli: Callable[[list[str]], int] | None = None, say=print) -> Path:
-    """Run (or resume) the protocol; returns the table's markdown path. `cli` is `headrank.cli.main`."""
-    if cli is None:
-        from headrank.cli import main as cli
+def reproduce(config: ReproduceConfig, cli: Callable[[list[str]], int], say=print) -> Path:
+    """Run (or resume) the protocol; returns the table's markdown path. `cli` runs one `headrank` command (the
+    CLI's `main`, which calls this: passed in, not imported)."""
     out, data = Path(config.out), str(config.data_dir)
     model = ["--model", config.model, "--device", config.device, "--dtype", config.dtype]
     train = [name for name in config.train_datasets if _present(name, config, say)]
