@@ -3,7 +3,8 @@ it started from, per validation list (nDCG@10 in the inference order), with wins
 randomization p. The frozen passage passes come from the training runs' prefix cache.
 
 usage: benchmarks/validation_compare.py RUN_DIR... --data-dir ../shared/data [--cache-dir runs/prefix-cache]
-       [--lists-from RUN_DIR]   (runs trained on other data, judged on one common set of validation lists)"""
+       [--lists-from RUN_DIR]   (runs trained on other data, judged on one common set of validation lists)
+       [--selected-on DATASET[:LIMIT] ...]   (also without the validation lists whose queries chose the heads)"""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from headrank.evaluate import format_table, ndcg_at
 from headrank.ranker import HeadRanker
 from headrank.significance import randomization_p
 from headrank.training.curves import list_scores
-from headrank.training.lists import training_lists
+from headrank.training.lists import held_out, training_lists
 from headrank.training.prefix_cache import PrefixStore
 
 
@@ -30,6 +31,28 @@ def validation_lists(manifest: dict, data_dir: Path):
     for name in manifest["data"]["datasets"]:
         lists += [i for i in training_lists(*judged_lists(name, data_dir, size), size) if i.qid in wanted]
     return lists
+
+
+def selection_qids(specs: list[str], data_dir: Path, size: int) -> set[str]:
+    """The queries `headrank select-heads --dataset D [--limit N]` chose heads on (its default split)."""
+    chosen: set[str] = set()
+    for spec in specs:
+        name, _, limit = spec.partition(":")
+        usable, held = held_out(*judged_lists(name, data_dir, size, int(limit) if limit else None), size, 0.2)
+        chosen |= {i.qid for i in usable} - held
+    return chosen
+
+
+def paired(before: np.ndarray, after: np.ndarray) -> dict:
+    diff = after - before
+    return {
+        "lists": len(diff),
+        "untrained": float(before.mean()),
+        "trained (best checkpoint)": float(after.mean()),
+        "delta": float(diff.mean()),
+        "W/L/T": f"{int((diff > 1e-9).sum())}/{int((diff < -1e-9).sum())}/{int((abs(diff) <= 1e-9).sum())}",
+        "p": randomization_p(diff),
+    }
 
 
 def per_list_ndcg(ranker: HeadRanker, items, cache_dir: Path | None) -> np.ndarray:
@@ -44,9 +67,16 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--cache-dir", default="runs/prefix-cache")
     parser.add_argument("--lists-from", help="score every run on this artifact's validation lists (one common set)")
-    parser.add_argument("--out")
+    parser.add_argument(
+        "--selected-on",
+        action="append",
+        default=[],
+        metavar="DATASET[:LIMIT]",
+        help="the heads were selected on these (select-heads' default split): also report without those queries",
+    )
+    parser.add_argument("--out", help="TABLE.md; beside it TABLE.json with the rows and every list's two nDCG@10")
     args = parser.parse_args()
-    rows, untrained = [], {}
+    rows, untrained, per_list = [], {}, {}
     for run in args.runs:
         manifest = read_manifest(run)
         items = validation_lists(read_manifest(args.lists_from or run), Path(args.data_dir))
@@ -57,24 +87,21 @@ def main() -> None:
             untrained[key] = per_list_ndcg(base, items, Path(args.cache_dir))
         trained = per_list_ndcg(HeadRanker.from_artifact(run, dtype="float32"), items, Path(args.cache_dir))
         before = untrained[key]
-        diff = trained - before
-        rows.append(
-            {
-                "run": Path(run).name,
-                "lists": len(items),
-                "best step": manifest["training"]["best_step"],
-                "untrained": float(before.mean()),
-                "trained (best checkpoint)": float(trained.mean()),
-                "delta": float(diff.mean()),
-                "W/L/T": f"{int((diff > 1e-9).sum())}/{int((diff < -1e-9).sum())}/{int((abs(diff) <= 1e-9).sum())}",
-                "p": randomization_p(diff),
-            }
-        )
+        row = {"run": Path(run).name, "best step": manifest["training"]["best_step"], **paired(before, trained)}
+        if args.selected_on:
+            chosen = selection_qids(args.selected_on, Path(args.data_dir), manifest["training"]["list_size"])
+            keep = np.array([i.qid not in chosen for i in items])
+            clean = paired(before[keep], trained[keep])
+            row |= {"lists w/o selection queries": clean["lists"], "delta w/o": clean["delta"], "p w/o": clean["p"]}
+        rows.append(row)
+        per_list[row["run"]] = {i.qid: [float(b), float(t)] for i, b, t in zip(items, before, trained)}
     table = format_table(rows, list(rows[0]))
     print(table)
     if args.out:
         Path(args.out).write_text(table + "\n")
-        Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
+        Path(args.out).with_suffix(".json").write_text(
+            json.dumps({"rows": rows, "per_list": per_list}, indent=1) + "\n"
+        )
 
 
 if __name__ == "__main__":
