@@ -401,19 +401,22 @@ def test_no_adapter_is_shipped_when_validation_prefers_the_untrained_heads(tmp_p
 def test_committed_artifacts_are_complete():
     from safetensors import safe_open
 
-    from headrank.artifact import DEFAULT_ARTIFACT, PREVIOUS_ARTIFACT
+    from headrank.artifact import DEFAULT_ARTIFACT, PREVIOUS_ARTIFACT, UNTRAINED_ARTIFACT
 
-    for folder in (DEFAULT_ARTIFACT, PREVIOUS_ARTIFACT):
+    datasets = {DEFAULT_ARTIFACT: ["dl21", "scifact-train"], UNTRAINED_ARTIFACT: ["dl21"], PREVIOUS_ARTIFACT: ["dl21"]}
+    for folder, trained_on in datasets.items():
         manifest = read_manifest(folder)
         heads = HeadSet.from_dict({"heads": manifest["heads"]})
         assert manifest["base_model"] == "embedded" and manifest["base_fingerprint"].startswith("gguf-sha256:")
         assert manifest["depth"] == heads.depth and len(heads.heads) == 16
-        assert manifest["data"]["datasets"] == ["dl21"]
-    assert read_manifest(DEFAULT_ARTIFACT)["adapters"] == "none" and read_manifest(DEFAULT_ARTIFACT)["depth"] == 15
-    assert not list(DEFAULT_ARTIFACT.glob("adapter*"))
-    with safe_open(PREVIOUS_ARTIFACT / "adapter_model.safetensors", "pt") as fh:
-        layers = {int(k.split(".layers.")[1].split(".")[0]) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    assert layers == set(range(read_manifest(PREVIOUS_ARTIFACT)["depth"]))
+        assert manifest["data"]["datasets"] == trained_on
+    assert read_manifest(UNTRAINED_ARTIFACT)["adapters"] == "none" and not list(UNTRAINED_ARTIFACT.glob("adapter*"))
+    assert read_manifest(DEFAULT_ARTIFACT)["heads"] == read_manifest(UNTRAINED_ARTIFACT)["heads"]
+    assert read_manifest(DEFAULT_ARTIFACT)["depth"] == 15
+    for folder in (DEFAULT_ARTIFACT, PREVIOUS_ARTIFACT):  # adapters on every layer that runs, none beyond
+        with safe_open(folder / "adapter_model.safetensors", "pt") as fh:
+            layers = {int(k.split(".layers.")[1].split(".")[0]) for k in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        assert layers == set(range(read_manifest(folder)["depth"]))
 
 
 def _checkpointed(tmp_path, identity=None) -> PreferenceTrainer:
