@@ -26,7 +26,7 @@ it beat its untrained heads on the 150 validation lists at paired p < 0.05, the 
 UNTRAINED_ARTIFACT = ARTIFACTS / "smollm2-135m-d15"
 """the same heads without an adapter: the default before, and the baseline that training has to beat."""
 PREVIOUS_ARTIFACT = ARTIFACTS / "smollm2-135m-dl21"
-"""the default before: heads in layers 12-22 (23 layers run) and a LoRA adapter trained on TREC DL21."""
+"""an earlier default: heads in layers 12-22 (23 layers run) and a LoRA adapter trained on TREC DL21."""
 FORMAT = "headrank-artifact/1"
 
 
