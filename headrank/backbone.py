@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +142,44 @@ def _folder_fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
+_LAYER = re.compile(r"\.layers\.(\d+)\.")
+
+
+class _LoadReport(logging.Filter):
+    """Holds transformers' load report back while loading, and lets it through unless all it lists is the layers
+    past `depth`, left out on purpose: otherwise every load of the default prints a table of UNEXPECTED keys
+    that reads like a broken checkpoint. A missing or mismatched key, or any other unexpected one, still shows."""
+
+    def __init__(self, depth: int | None) -> None:
+        super().__init__()
+        self.depth = depth
+        self.info: dict | None = None
+        self.held: list[logging.LogRecord] = []
+        self.logger = logging.getLogger("transformers.modeling_utils")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in record.getMessage():
+            self.held.append(record)
+            return False
+        return True
+
+    def __enter__(self) -> _LoadReport:
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeFilter(self)
+        if not self._only_cut_layers():
+            for record in self.held:
+                self.logger.handle(record)
+
+    def _only_cut_layers(self) -> bool:
+        if self.info is None or self.depth is None or self.info["missing_keys"] or self.info["mismatched_keys"]:
+            return False
+        layers = [_LAYER.search(key) for key in self.info["unexpected_keys"]]
+        return all(match is not None and int(match.group(1)) >= self.depth for match in layers)
+
+
 def load_backbone(model: str, dtype: str = "auto", device: str = "cpu", depth: int | None = None) -> Backbone:
     """Load model + tokenizer with the engine's attention function installed; dtype "auto" follows the
     hardware (`precision.choose_dtype`). With `depth`, only the first `depth` layers are built and read: the
@@ -172,9 +211,14 @@ def load_backbone(model: str, dtype: str = "auto", device: str = "cpu", depth: i
         config = AutoConfig.from_pretrained(location)
         if depth is not None and depth < config.num_hidden_layers:  # a head past the last layer: HeadSet says so
             set_depth(config, depth)
-        lm = AutoModelForCausalLM.from_pretrained(
-            location, config=config, dtype=DTYPES[dtype], attn_implementation=IMPLEMENTATION
-        )
+        with _LoadReport(depth) as report:
+            lm, report.info = AutoModelForCausalLM.from_pretrained(
+                location,
+                config=config,
+                dtype=DTYPES[dtype],
+                attn_implementation=IMPLEMENTATION,
+                output_loading_info=True,
+            )
     except OSError as err:
         raise BackboneError(f"could not load {model!r}: {err}") from err
     lm.to(device).eval()

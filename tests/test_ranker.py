@@ -79,3 +79,28 @@ def test_load_from_a_local_folder(tmp_path):
     ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-2")
     assert ranker.depth == 2 and ranker.backbone.fingerprint.startswith("folder:")
     assert len(ranker.rank(FLEA_QUERY, DOCS)) == 5
+
+
+def test_a_cut_depth_loads_quietly_but_a_broken_checkpoint_is_reported(tmp_path, caplog):
+    import logging
+    import re
+
+    from safetensors.torch import load_file, save_file
+
+    from headrank.testing import save_tiny
+
+    folder = save_tiny(tmp_path / "tiny")  # 4 layers
+    transformers_log = logging.getLogger("transformers.modeling_utils")  # transformers does not propagate
+    transformers_log.addHandler(caplog.handler)
+    try:
+        backbone = load_backbone(str(folder), dtype="float32", depth=2)
+        assert len(backbone.model.model.layers) == 2
+        assert "LOAD REPORT" not in caplog.text  # layers 2-3 were left out on purpose
+        weights = load_file(folder / "model.safetensors")
+        del weights["model.layers.0.self_attn.q_proj.weight"]
+        save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+        load_backbone(str(folder), dtype="float32", depth=2)
+    finally:
+        transformers_log.removeHandler(caplog.handler)
+    assert "LOAD REPORT" in caplog.text
+    assert re.search(r"model\.layers\.0\.self_attn\.q_proj\.weight +\| MISSING", caplog.text)
