@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -103,7 +104,9 @@ def attach_adapter(ranker: HeadRanker, folder: Path, manifest: dict) -> None:
         raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
     if manifest.get("adapters") == NO_ADAPTER:
         return
-    adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
+    with warnings.catch_warnings():  # peft reads a property transformers deprecated: nothing the user can act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
     if manifest.get("adapters", "query") == "all":
         ranker.merged(adapter)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -361,7 +362,10 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
     assert trained != pytest.approx(untrained, abs=1e-2)  # the adapter moves scores by more than 0.01
     half = HeadRanker.from_pretrained(out, dtype="bfloat16")  # trained in float32, served in bfloat16
     assert half.score(FLEA_QUERY, DOCS) == pytest.approx(trained, abs=2e-3)  # measured: 3e-4, as for the base
-    loaded = HeadRanker.from_pretrained(out, dtype="float32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = HeadRanker.from_pretrained(out, dtype="float32")
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]  # nothing a user could act on
     assert loaded.depth == 2 and loaded.heads.heads == ((0, 1), (1, 0))
     assert loaded.score(FLEA_QUERY, DOCS) == pytest.approx(trained, abs=1e-5)
     manifest = read_manifest(out)
