@@ -556,16 +556,24 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "dataset", "") is None:
         args.dataset = ["dl21"]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from transformers.utils import logging as hf_logging
+
     from headrank.backbone import BackboneError
     from headrank.data import DataError
     from headrank.headset import HeadSetError
     from headrank.prompt import PromptError
 
+    bars = hf_logging.is_progress_bar_enabled()
+    if getattr(args, "quiet", False):  # transformers' own bars too ("Loading weights" on every model load)
+        hf_logging.disable_progress_bar()
     try:
         args.func(args)
     except (BackboneError, DataError, HeadSetError, PromptError, ValueError, TypeError, OSError) as err:
         print(f"headrank: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return 0
 
 

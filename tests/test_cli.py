@@ -78,10 +78,11 @@ def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
     assert "ndcg@10" in capsys.readouterr().out
 
 
-def test_rerank_writes_a_trec_run(tiny_folder, mini_data, tmp_path):
+def test_rerank_writes_a_trec_run(tiny_folder, mini_data, tmp_path, capsys):
     out = tmp_path / "run.trec"
     candidates = mini_data / "dl19" / "candidates.bm25top100.jsonl.gz"
     assert _rerank(tiny_folder, "0-1,2-3", candidates, out) == 0
+    assert "Loading weights" not in capsys.readouterr().err  # --quiet silences transformers' bars too
     run = load_run(out)
     ranker = HeadRanker.from_pretrained(tiny_folder, heads="0-1,2-3")
     moved = False
