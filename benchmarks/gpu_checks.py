@@ -89,7 +89,7 @@ def check_scheduler(device: str, shapes: str, requests: int) -> dict:
     """Requests/s of the server's scheduler with `n` clients each waiting for its answer before the next."""
     from benchmarks.throughput import build_model, head_set
     from benchmarks.throughput import shapes as shape_of
-    from headrank.serve import Scheduler
+    from headrank.scheduler import Scheduler
 
     spec = shape_of(shapes)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -17,7 +17,8 @@ pytest.importorskip("fastapi")
 from headrank.cli import main  # noqa: E402
 from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
 from headrank.results import relevance_scores  # noqa: E402
-from headrank.serve import QueueFull, Scheduler, ServeConfig, create_app  # noqa: E402
+from headrank.scheduler import QueueFull, Scheduler  # noqa: E402
+from headrank.serve import ServeConfig, create_app  # noqa: E402
 from headrank.testing import save_tiny, tiny_backbone  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402

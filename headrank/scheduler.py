@@ -1,0 +1,140 @@
+"""The worker that owns the model behind the server: requests queue here, and one thread batches the prompts of
+the active requests into forward passes under the ranker's token budget, the longest-waiting request first.
+
+Kept apart from the HTTP layer so that it needs only torch (the GPU checks run it where no web stack is
+installed)."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+
+import torch
+
+from headrank.ranker import HeadRanker
+from headrank.results import Document
+
+
+class QueueFull(Exception):
+    """The request queue is at capacity: the client should retry later."""
+
+
+class Overloaded(Exception):
+    """The device ran out of memory even for one prompt alone: the client should retry later."""
+
+
+@dataclass
+class _Job:
+    count: int
+    prompts: list
+    future: Future = field(default_factory=Future)
+    scored: list = field(default_factory=list)
+
+    @property
+    def pending(self) -> list:
+        return self.prompts[len(self.scored) :]
+
+
+class Scheduler:
+    """One worker thread that owns the model. Each step forms one batch from the ready prompts of the active
+    requests (the longest-waiting first) under the ranker's token budget and `max_batch_requests`, so that
+    concurrent clients share forward passes and a long list cannot hold back a short one."""
+
+    def __init__(self, ranker: HeadRanker, queue_size: int = 32, max_active: int = 32, max_batch_requests: int = 32):
+        self.ranker = ranker
+        self.max_active = max_active
+        self.max_batch_requests = max_batch_requests
+        self.waiting: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
+        self.active: deque[_Job] = deque()
+        """admitted jobs, the one served longest ago first."""
+        self._thread = threading.Thread(target=self._run, name="headrank-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.waiting.put(None)
+        self._thread.join()
+
+    def submit(self, query: str, documents: Sequence[Document]) -> Future:
+        """Tokenize a list and queue it; the future gets one score per document. Input is checked here (call it
+        off the event loop: tokenizing a large request takes seconds)."""
+        job = _Job(len(documents), self.ranker.prompts(query, documents))
+        try:
+            self.waiting.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"{self.waiting.maxsize} requests already waiting") from None
+        return job.future
+
+    def _admit(self) -> bool:
+        """Move waiting jobs into the active set (blocking when idle); False once stopped."""
+        while len(self.active) < self.max_active:
+            try:
+                job = self.waiting.get(block=not self.active)
+            except queue.Empty:
+                return True
+            if job is None:
+                return False
+            self.active.append(job)
+        return True
+
+    def _run(self) -> None:
+        while self._admit():
+            self._step()
+        for job in self.active:
+            job.future.cancel()
+
+    def _step(self) -> None:
+        """Drop cancelled jobs, run one batch, settle the jobs it finished, and rotate the ones it served."""
+        for job in [j for j in self.active if j.future.cancelled() or not j.pending]:
+            self.active.remove(job)
+            if not job.future.cancelled():  # an empty list: nothing to run
+                self._settle(job, result=self.ranker.combine(job.count, []))
+        if not self.active:
+            return
+        pool = [(job, p) for job in list(self.active)[: self.max_batch_requests] for p in job.pending]
+        groups = self.ranker.batches([p for _, p in pool])
+        chosen = [pool[i] for i in next(g for g in groups if 0 in g)]  # the longest-waiting job's next prompt
+        try:
+            results = self._score([p for _, p in chosen])
+        except Exception as err:  # one bad batch fails its own jobs, never the worker
+            for job in {id(j): j for j, _ in chosen}.values():
+                self.active.remove(job)
+                self._settle(job, error=err)
+            return
+        served = []
+        for (job, prompt), scores in zip(chosen, results):
+            job.scored.append((prompt.order, scores))
+            if job not in served:
+                served.append(job)
+        for job in served:
+            self.active.remove(job)
+            if job.pending:
+                self.active.append(job)  # served: to the back of the line
+            else:
+                self._settle(job, result=self.ranker.combine(job.count, job.scored))
+
+    def _score(self, prompts: list) -> list:
+        """Score a batch; on running out of device memory, in halves, down to one prompt (then `Overloaded`)."""
+        try:
+            return self.ranker.score_many(prompts)
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(prompts) == 1:
+                raise Overloaded("the device is out of memory for this list; retry later") from None
+            half = len(prompts) // 2
+            return self._score(prompts[:half]) + self._score(prompts[half:])
+
+    @staticmethod
+    def _settle(job: _Job, result=None, error: Exception | None = None) -> None:
+        with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
