@@ -6,12 +6,17 @@ keys and values, and which heads to capture. The mask is the engine's, not the m
 pass (and per sliding window) from positions, so padded batches, sliding-window layers and a prefix shared by
 the query and the N/A rows are all scored exactly as the model attends. Only the rows of the query span are
 materialised, averaged per segment (query, N/A) straight away; they stay differentiable for training.
-"""
+
+In a batch of prompts of different lengths, attention runs prompt by prompt over each one's own rows and keys
+(`PromptRanges`), so that a prompt scores exactly as in a pass of its own: SDPA's kernels block by sequence
+length, so padding alone changed bfloat16 scores by up to 2e-3, and a server's answers would have depended on
+the traffic that shared their pass. The projections and MLPs still run batched (their rows do not depend on
+the batch)."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -55,6 +60,45 @@ class HeadPlan:
         )
 
 
+Spans = tuple[tuple[int, int], ...]
+"""(start, end) ranges along one axis, in order."""
+
+
+@dataclass(frozen=True)
+class PromptRanges:
+    """One prompt's place in a padded pass: its real rows and the keys it may see, so its attention can be
+    computed over exactly the tensors a pass of its own would have."""
+
+    rows: Spans
+    keys: Spans
+
+
+def take(tensor: torch.Tensor, dim: int, spans: Spans) -> torch.Tensor:
+    """The spans of `tensor` along `dim`, one after another."""
+    parts = [tensor.narrow(dim, start, end - start) for start, end in spans]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
+
+def spread(tensor: torch.Tensor, dim: int, spans: Spans, size: int) -> torch.Tensor:
+    """The inverse of `take`: `tensor`'s pieces put back at `spans` of an axis of `size`, zeros elsewhere
+    (built by concatenation, not in place, so it stays differentiable)."""
+    parts, at, used = [], 0, 0
+    for start, end in spans:
+        if start > at:
+            parts.append(_zeros_like_along(tensor, dim, start - at))
+        parts.append(tensor.narrow(dim, used, end - start))
+        used, at = used + end - start, end
+    if size > at:
+        parts.append(_zeros_like_along(tensor, dim, size - at))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
+
+def _zeros_like_along(tensor: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+    shape = list(tensor.shape)
+    shape[dim] = length
+    return tensor.new_zeros(shape)
+
+
 @dataclass
 class EnginePass:
     """What one forward pass of the engine does, and what it kept."""
@@ -71,6 +115,8 @@ class EnginePass:
     prompt. Needed when heads are captured."""
     prefix: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
     """keys and values per layer put in front of this pass's own ([batch, kv_heads, prefix_len, head_dim])."""
+    ranges: Sequence[PromptRanges] | None = None
+    """per prompt of a padded batch: attention then runs prompt by prompt (None: the batch has no padding)."""
     keep_kv: bool = False
     stop_layer: int | None = None
     """leave the pass at this layer once its keys/values are kept and its rows captured: its attention output,
@@ -98,6 +144,24 @@ class _StopForward(Exception):
     """Raised at `EnginePass.stop_layer`; `running` swallows it, so the pass just ends there."""
 
 
+class Interrupted(Exception):
+    """Raised inside a pass, at the next layer, once the check given to `interruptible` says stop: the caller's
+    work is no longer wanted (its client went away, the server is shutting down)."""
+
+
+@contextmanager
+def interruptible(check: Callable[[], bool]) -> Iterator[None]:
+    """Engine passes run in this thread ask `check()` before each layer and raise `Interrupted` when it is true,
+    so that abandoned work stops within a layer instead of at the end of a pass (a pass over a long window takes
+    seconds on a CPU). `check` must not synchronise with the device."""
+    previous = getattr(_state, "interrupt", None)
+    _state.interrupt = check
+    try:
+        yield
+    finally:
+        _state.interrupt = previous
+
+
 class UnsupportedAttention(ValueError):
     """A family whose attention the engine cannot reproduce exactly."""
 
@@ -117,10 +181,10 @@ def running(engine_pass: EnginePass) -> Iterator[EnginePass]:
 def query_row_attention(
     query: torch.Tensor,
     key: torch.Tensor,
-    mask: torch.Tensor | None,
+    mask: torch.Tensor,
     scaling: float | None,
     plan: HeadPlan,
-    run: EnginePass,
+    segments: torch.Tensor,
 ) -> torch.Tensor:
     """Float32 softmax rows of the wanted heads, averaged per segment: [batch, segments, wanted, kv_len]."""
     batch, _, q_len, head_dim = query.shape
@@ -130,10 +194,42 @@ def query_row_attention(
     k = key.index_select(1, plan.kv_index).float()
     scale = scaling if scaling is not None else head_dim**-0.5
     logits = torch.matmul(q, k.transpose(-1, -2)).mul_(scale).view(batch, used * plan.per_kv, q_len, kv_len)
-    if mask is None:
-        mask = (run.key_positions[:, None, :] <= run.query_positions[:, :, None])[:, None]
     probs = torch.softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
-    return torch.einsum("bhqk,bsq->bshk", probs, run.segments).index_select(2, plan.out_index)
+    return torch.einsum("bhqk,bsq->bshk", probs, segments).index_select(2, plan.out_index)
+
+
+def _layer_attention(module, query, key, value, mask, run: EnginePass, plan: HeadPlan | None, **sdpa):
+    """(layer output [batch, q_len, heads, head_dim] or None at the stop layer, captured rows or None) over the
+    whole batch, or prompt by prompt over each one's own rows and keys when the batch is padded."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    stop = module.layer_idx == run.stop_layer
+
+    def one(q, k, v, m, segments, q_positions, k_positions):
+        captured = None
+        if plan is not None:
+            seen = m if m is not None else (k_positions[:, None, :] <= q_positions[:, :, None])[:, None]
+            captured = query_row_attention(q, k, seen, sdpa.get("scaling"), plan, segments)
+        return None if stop else sdpa_attention_forward(module, q, k, v, m, **sdpa)[0], captured
+
+    if run.ranges is None:
+        return one(query, key, value, mask, run.segments, run.query_positions, run.key_positions)
+    outputs, captured = [], []
+    for i, r in enumerate(run.ranges):
+        out, rows = one(
+            take(query[i : i + 1], 2, r.rows),
+            take(key[i : i + 1], 2, r.keys),
+            take(value[i : i + 1], 2, r.keys),
+            None if mask is None else take(take(mask[i : i + 1], 2, r.rows), 3, r.keys),
+            None if run.segments is None else take(run.segments[i : i + 1], 2, r.rows),
+            take(run.query_positions[i : i + 1], 1, r.rows),
+            take(run.key_positions[i : i + 1], 1, r.keys),
+        )
+        if out is not None:
+            outputs.append(spread(out, 1, r.rows, query.shape[2]))
+        if rows is not None:
+            captured.append(spread(rows, 3, r.keys, key.shape[2]))
+    return (torch.cat(outputs) if outputs else None), (torch.cat(captured) if captured else None)
 
 
 def headrank_attention(
@@ -146,6 +242,9 @@ def headrank_attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
+    interrupt = getattr(_state, "interrupt", None)
+    if interrupt is not None and interrupt():
+        raise Interrupted("the pass was abandoned")
     if softcap is not None:
         raise UnsupportedAttention("attention logit soft-capping (Gemma 2) is not supported by the engine")
     layer = module.layer_idx
@@ -154,13 +253,16 @@ def headrank_attention(
         key, value = torch.cat([prefix_key, key], dim=2), torch.cat([prefix_value, value], dim=2)
     if run.keep_kv:
         run.kv[layer] = (key, value)
-    mask = run.mask(sliding_window)
     plan = run.heads.get(layer)
-    if plan is not None:
-        run.attention[layer] = query_row_attention(query, key, mask, scaling, plan, run)
-    if layer == run.stop_layer:
+    mask = run.mask(sliding_window)
+    output, captured = _layer_attention(
+        module, query, key, value, mask, run, plan, dropout=dropout, scaling=scaling, **kwargs
+    )
+    if captured is not None:
+        run.attention[layer] = captured
+    if output is None:
         raise _StopForward  # this layer's keys/values are kept and its rows captured
-    return sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling, **kwargs)
+    return output, None
 
 
 def register_attention() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from headrank.capture import EnginePass, HeadPlan, running
+from headrank.capture import EnginePass, HeadPlan, PromptRanges, running
 from headrank.family import ModelFamily
 from headrank.headset import HeadSet
 from headrank.prompt import ListwisePrompt
@@ -110,6 +110,7 @@ def encode_prefixes(
     run = EnginePass(
         query_positions=positions,
         key_positions=positions,
+        ranges=[PromptRanges(((0, n),), ((0, n),)) for n in lengths] if len(set(lengths)) > 1 else None,
         keep_kv=True,
         stop_layer=family.num_layers - 1 if exit_early else None,
     )
@@ -139,6 +140,8 @@ class SuffixLayout:
     """[batch] tokens of each prompt's prefix (the rest of the prefix batch is padding)."""
     most: int
     """the most passages of any prompt: `passage` marks prefix tokens outside every passage with it."""
+    span_lengths: tuple[tuple[int, ...], ...] = ()
+    """per prompt, the tokens of its query span (and N/A span): on the host, to find each prompt's own rows."""
 
     @classmethod
     def build(cls, prompts: Sequence[ListwisePrompt], calibrate: bool, prefix_width: int) -> SuffixLayout:
@@ -160,7 +163,20 @@ class SuffixLayout:
             for position, (start, end) in enumerate(p.passage_spans):
                 passage[i, start:end] = position
         counts = torch.tensor([len(p.passage_spans) for p in prompts])
-        return cls(torch.cat(blocks, dim=1), positions, segment, real, passage, counts, lengths, most)
+        span_lengths = tuple(tuple(len(span[i]) for span in spans) for i in range(len(prompts)))
+        return cls(torch.cat(blocks, dim=1), positions, segment, real, passage, counts, lengths, most, span_lengths)
+
+    def ranges(self, prefix_lengths: Sequence[int], prefix_width: int) -> list[PromptRanges] | None:
+        """Each prompt's real rows and the keys it sees (its prefix, then its own spans), or None when no prompt
+        of the batch is padded (then the batch runs whole)."""
+        widths = [max(lengths) for lengths in zip(*self.span_lengths)]
+        starts = [sum(widths[:s]) for s in range(len(widths))]
+        out = []
+        for lengths, prefix in zip(self.span_lengths, prefix_lengths):
+            rows = tuple((start, start + n) for start, n in zip(starts, lengths))
+            out.append(PromptRanges(rows, ((0, prefix), *((prefix_width + a, prefix_width + b) for a, b in rows))))
+        padded = any(p != prefix_width for p in prefix_lengths) or any(list(n) != widths for n in self.span_lengths)
+        return out if padded else None
 
     def to(self, device) -> SuffixLayout:
         fields = vars(self).items()
@@ -196,6 +212,7 @@ def query_attention(
         query_positions=layout.positions,
         key_positions=torch.cat([keys[None].expand(batch, -1), layout.positions], dim=1),
         allowed=allowed,
+        ranges=layout.ranges(prefix.lengths, prefix_width),
         heads=plans,
         segments=segments,
         prefix=prefix.kv,
