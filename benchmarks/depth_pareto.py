@@ -84,7 +84,7 @@ def seconds_per_query(head_sets: dict[str, HeadSet], lists: list, model: str, dt
     return {name: total / len(lists) for name, total in spent.items()}, f"{precision.dtype} ({precision.reason})"
 
 
-def pareto(args) -> tuple[list[dict], dict]:
+def pareto(args, command: str) -> tuple[list[dict], dict]:
     data_dir = default_data_dir(args.data_dir)
     train_tables = named_tables(args.train)
     test_tables = named_tables(args.test)
@@ -148,7 +148,7 @@ def pareto(args) -> tuple[list[dict], dict]:
         "dtype of the timings": timed_dtype,
         "timed on": f"the first {args.time_queries} judged {args.time_dataset} queries, top-{args.list_size}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "command": command,
         "train queries": dict(Counter(train.sources)),
         "validation queries": dict(Counter(validation.sources)),
         "test queries": {name: len(t.qids) for name, t in test_tables.items()},
@@ -202,7 +202,7 @@ def plot(rows: list[dict], meta: dict, tests: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> tuple[list[dict], dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir")
     parser.add_argument("--train", action="append", required=True, help="NAME=head_table.npz of a training dataset")
@@ -220,10 +220,10 @@ def main() -> None:
     parser.add_argument("--time-dataset", default="dl19")
     parser.add_argument("--time-queries", type=int, default=5, help="queries timed per head set (0: no timing)")
     parser.add_argument("--out", required=True)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, meta = pareto(args)
+    rows, meta = pareto(args, " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]))
     tests = [t.partition("=")[0] for t in args.test]
     plot(rows, meta, tests, out / "depth_pareto.png")
     chosen = next(r for r in rows if r["selection"] == meta["chosen"])
@@ -236,6 +236,7 @@ def main() -> None:
     (out / "depth_pareto.md").write_text("\n".join(lines) + "\n")
     print((out / "depth_pareto.md").read_text())
     print(f"chosen: {meta['chosen']} -> {out / 'heads.json'}")
+    return rows, meta
 
 
 if __name__ == "__main__":

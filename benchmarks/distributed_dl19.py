@@ -21,7 +21,7 @@ from headrank.datasets import load_dataset
 from headrank.evaluate import evaluate, machine
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir")
     parser.add_argument("--dataset", default="dl19")
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--model", default="embedded")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     data = load_dataset(args.dataset, default_data_dir(args.data_dir))
     out = Path(args.out)
@@ -62,6 +62,7 @@ def main() -> None:
     }
     (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def client_loop(base_url: str, bodies, deadline: float, tally: Tally) -> None:
                 time.sleep(1.0)  # the Retry-After the server asks for
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir")
     parser.add_argument("--dataset", default="dl19")
@@ -99,7 +99,7 @@ def main() -> None:
     parser.add_argument("--max-active", type=int, default=32)
     parser.add_argument("--max-batch-tokens", type=int, help="the server's token budget (default: the device's)")
     parser.add_argument("--out", help="markdown file for the table (the server's log goes beside it)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +154,7 @@ def main() -> None:
         Path(args.out).write_text(table + "\n" + note)
     if server_errors or tally.transport_errors:
         sys.exit(1)
+    return row
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ def profile_query(ranker: HeadRanker, lst: CandidateList, device: str) -> dict[s
         prompts = ranker.prompts(lst.query, lst.documents())
         start = charge("tokenisation", start)
         for prompt in prompts:
-            prefix = ranker.encode(prompt)
+            prefix = ranker.encode([prompt])
             start = charge("prefix pass", start)
             ranker.prompt_scores(prompt, prefix).scores.cpu()
             start = charge("query passes and score reduction", start)

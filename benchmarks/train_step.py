@@ -4,7 +4,8 @@ before: every step runs the frozen passage pass again (what training did until t
 read from the cache (float16, in memory). Steps alternate between the two so drift on the machine hits both.
 Also: the all-token adapter mode (gradient through the passage pass), and the float16 cache's score error.
 
-usage: benchmarks/train_step.py --data-dir ../shared/data [--dataset dl21] [--lists 4] [--repeats 2] [--out F]"""
+usage: benchmarks/train_step.py --data-dir ../shared/data [--dataset dl21] [--lists 4] [--repeats 2] [--out F]
+       [--model embedded --heads docs/headrank/heads-selected.json]"""
 
 from __future__ import annotations
 
@@ -35,19 +36,20 @@ def step_seconds(trainer: PreferenceTrainer, item, repeats: int) -> list[float]:
     return times
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--dataset", default="dl21")
+    parser.add_argument("--model", default="embedded", help="the base model the heads are read from")
     parser.add_argument("--heads", default="docs/headrank/heads-selected.json")
     parser.add_argument("--lists", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     items = load_training_data([args.dataset], Path(args.data_dir), 20, 0.2).train[: args.lists]
     rows = {}
     for mode in ("query", "all"):
-        ranker = HeadRanker.from_pretrained("embedded", heads=args.heads, dtype="float32")
+        ranker = HeadRanker.from_pretrained(args.model, heads=args.heads, dtype="float32")
         trainer = PreferenceTrainer(ranker, TrainConfig(adapters=mode, order="inference"))
         store = trainer.prefixes
         for item in items:  # references (and, for query mode, the cached prefixes) outside the timing
@@ -65,7 +67,7 @@ def main() -> None:
             rows["query span, prefix cached (after)"] = float(np.mean(cached))
             prompt = trainer.prompts(items[0], 0)[0]
             with torch.no_grad():
-                exact = ranker.prompt_scores(prompt, ranker.encode(prompt)).scores
+                exact = ranker.prompt_scores(prompt, ranker.encode([prompt])).scores
                 half = ranker.prompt_scores(prompt, store.get(prompt)).scores
             rows["float16 cache: max score error / score std"] = float((exact - half).abs().max() / exact.std())
         else:
@@ -77,6 +79,7 @@ def main() -> None:
         "machine": machine(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": torch.get_num_threads(),
+        "model": args.model,
         "dataset": args.dataset,
         "lists": len(items),
         "repeats": args.repeats,
@@ -88,6 +91,7 @@ def main() -> None:
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """One row per trained artifact under a folder: validation nDCG@10 untrained and at the best checkpoint,
-training-sample nDCG@10, steps and seconds. The configuration to carry forward is read off this table."""
+training-sample nDCG@10, steps and seconds. The configuration to carry forward is read off this table.
+
+usage: python benchmarks/training_table.py [FOLDER]   (default runs/grid)"""
 
 from __future__ import annotations
 
@@ -44,6 +46,10 @@ def rows(folder: Path) -> list[dict]:
     return out
 
 
+def main(argv: list[str]) -> str:
+    table = rows(Path(argv[0] if argv else "runs/grid"))
+    return format_table(table, list(table[0]) if table else ["run"])
+
+
 if __name__ == "__main__":
-    table = rows(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/grid"))
-    print(format_table(table, list(table[0]) if table else ["run"]))
+    print(main(sys.argv[1:]))

@@ -61,7 +61,7 @@ def per_list_ndcg(ranker: HeadRanker, items, cache_dir: Path | None) -> np.ndarr
     return np.array([ndcg_at(s[None], i.grades, i.ideal)[0] for s, i in zip(scores, items)])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--data-dir", required=True)
@@ -75,7 +75,7 @@ def main() -> None:
         help="the heads were selected on these (select-heads' default split): also report without those queries",
     )
     parser.add_argument("--out", help="TABLE.md; beside it TABLE.json with the rows and every list's two nDCG@10")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows, untrained, per_list = [], {}, {}
     for run in args.runs:
         manifest = read_manifest(run)
@@ -102,6 +102,7 @@ def main() -> None:
         Path(args.out).with_suffix(".json").write_text(
             json.dumps({"rows": rows, "per_list": per_list}, indent=1) + "\n"
         )
+    return rows
 
 
 if __name__ == "__main__":

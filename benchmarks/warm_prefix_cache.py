@@ -22,6 +22,7 @@ from headrank.training.prefix_cache import PrefixStore
 
 def main(argv: list[str]) -> None:
     args = build_parser().parse_args(["train", *argv])
+    args.dataset = args.dataset or ["dl21"]  # `headrank train`'s default, which its main sets after parsing
     if not args.cache_dir:
         raise SystemExit("--cache-dir is needed: the point is to fill it")
     ranker = _reference_ranker(args, args.heads)

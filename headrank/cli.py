@@ -79,6 +79,7 @@ def cmd_select_heads(args) -> None:
         merge_tables,
         select_heads,
         selection_record,
+        within_depth,
         write_stats,
     )
     from headrank.training.lists import held_out_qids
@@ -89,7 +90,7 @@ def cmd_select_heads(args) -> None:
     if args.reuse and table_path.is_file():
         table = HeadTable.load(table_path)
     else:
-        ranker = _reference_ranker(args, "all")
+        ranker = within_depth(_reference_ranker(args, "all"), args.max_depth)  # only the layers it may choose in
         tables = []
         for name in args.dataset:
             lists, qrels = judged_lists(name, data_dir, args.top_k, args.limit)

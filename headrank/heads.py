@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,9 @@ class HeadTable:
     ideal: list[list[int]]
     sources: list[str] = field(default_factory=list)
     """the dataset of each query (empty: one source); statistics weigh every source equally."""
+    max_depth: int | None = None
+    """None when collected over every head of the model; else the layers its ranker ran (`within_depth`): it
+    holds no head past them, so it cannot serve a deeper or unbudgeted selection."""
 
     def source_of(self, i: int) -> str:
         return self.sources[i] if self.sources else ""
@@ -53,7 +56,8 @@ class HeadTable:
         wanted = set(qids)
         keep = [i for i, q in enumerate(self.qids) if q in wanted]
         columns = (self.qids, self.calibrated, self.raw, self.grades, self.ideal)
-        return HeadTable(self.heads, *([c[i] for i in keep] for c in columns), [self.source_of(i) for i in keep])
+        kept = ([c[i] for i in keep] for c in columns)
+        return HeadTable(self.heads, *kept, [self.source_of(i) for i in keep], self.max_depth)
 
     def set_ndcg(self, heads: HeadSet, k: int = 10) -> np.ndarray:
         """Per query, nDCG@k of the ranking a head set gives (the weighted sum of its heads' calibrated rows):
@@ -69,6 +73,8 @@ class HeadTable:
 
     def save(self, path: str | Path) -> None:
         arrays = {"heads": np.asarray(self.heads), "qids": np.asarray(self.qids), "sources": np.asarray(self.sources)}
+        if self.max_depth is not None:
+            arrays["max_depth"] = np.asarray(self.max_depth)
         for i in range(len(self.qids)):
             arrays[f"cal{i}"], arrays[f"raw{i}"] = self.calibrated[i], self.raw[i]
             arrays[f"grades{i}"], arrays[f"ideal{i}"] = self.grades[i], np.asarray(self.ideal[i])
@@ -86,7 +92,25 @@ class HeadTable:
             grades=[z[f"grades{i}"] for i in range(n)],
             ideal=[z[f"ideal{i}"].tolist() for i in range(n)],
             sources=[str(x) for x in z["sources"]] if "sources" in z else [],
+            max_depth=int(z["max_depth"]) if "max_depth" in z else None,
         )
+
+
+def within_depth(ranker: HeadRanker, max_depth: int | None) -> HeadRanker:
+    """The ranker over every head of its first `max_depth` layers, cut there: the head table of a depth budget
+    runs only the layers selection may choose from. The cut is made in the shared model: use the ranker this
+    returns, not the one given."""
+    check_depth(max_depth)
+    if max_depth is None or max_depth >= ranker.family.num_layers:
+        return ranker
+    heads = HeadSet.of((layer, head) for layer in range(max_depth) for head in range(ranker.family.num_heads))
+    return HeadRanker(ranker.backbone, replace(ranker.config, heads=heads))
+
+
+def check_depth(max_depth: int | None) -> None:
+    """A depth budget counts the layers that run: at least one."""
+    if max_depth is not None and max_depth < 1:
+        raise ValueError(f"max_depth must be at least 1, got {max_depth}")
 
 
 def collect_head_table(
@@ -96,7 +120,8 @@ def collect_head_table(
     prompts batched as inference batches them (windowed exactly as inference windows)."""
     if not ranker.config.scoring.calibrate or ranker.config.scoring.token_mask:
         raise ValueError("head statistics need a calibrating ranker without the token mask")
-    table = HeadTable(list(ranker.heads.heads), [], [], [], [], [])
+    budget = None if ranker.config.heads.heads is None else ranker.depth
+    table = HeadTable(list(ranker.heads.heads), [], [], [], [], [], max_depth=budget)
     chunk = 16  # lists scored together: the progress bar moves, and memory stays bounded
     bar = tqdm(total=len(lists), desc="head statistics", unit="query", disable=not progress)
     for start in range(0, len(lists), chunk):
@@ -130,7 +155,7 @@ def merge_tables(tables: Sequence[HeadTable]) -> HeadTable:
     columns = ("qids", "calibrated", "raw", "grades", "ideal")
     merged = [[row for t in tables for row in getattr(t, name)] for name in columns]
     sources = [t.source_of(i) for t in tables for i in range(len(t.qids))]
-    return HeadTable(tables[0].heads, *merged, sources)
+    return HeadTable(tables[0].heads, *merged, sources, tables[0].max_depth)
 
 
 @dataclass
@@ -139,6 +164,8 @@ class HeadStats:
     ndcg: np.ndarray
     pair_accuracy: np.ndarray
     entropy: np.ndarray
+    max_depth: int | None = None
+    """the depth budget of the table the statistics come from (`HeadTable.max_depth`)."""
 
     def selection_score(self, lam: float, measure: str = "ndcg") -> np.ndarray:
         """z(D) - lambda * z(H): both standardised over the heads, so lambda weighs them on one scale
@@ -187,6 +214,7 @@ def head_stats(table: HeadTable) -> HeadStats:
         ndcg=np.mean([np.mean(ndcg, axis=0) for ndcg, _, _ in sources], axis=0),
         pair_accuracy=np.mean([np.mean(pairs, axis=0) if pairs else chance for _, pairs, _ in sources], axis=0),
         entropy=np.mean([np.mean(entropy, axis=0) for _, _, entropy in sources], axis=0),
+        max_depth=table.max_depth,
     )
 
 
@@ -195,11 +223,18 @@ def select_heads(
 ) -> HeadSet:
     """Top-k heads by D - lambda * H (lambda = 0 and measure ndcg is QRHead), among the heads of the first
     `max_depth` layers when given: the ranker then runs at most that many layers. The score is standardised
-    over all heads, so a budget keeps the best heads by the same score, not a re-weighted one."""
+    over the heads of the statistics, so a budget within them keeps the best heads by the same score, not a
+    re-weighted one; statistics collected under a budget cannot choose beyond it."""
     if measure not in ("ndcg", "pair_accuracy"):
         raise ValueError(f"measure must be 'ndcg' or 'pair_accuracy', not {measure!r}")
-    if max_depth is not None and max_depth < 1:
-        raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+    check_depth(max_depth)
+    held = stats.max_depth
+    if held is not None and (max_depth is None or max_depth > held):
+        wanted = f"the first {max_depth} layers" if max_depth is not None else "every layer"
+        raise ValueError(
+            f"the head table holds only the first {held} layers (collected with max_depth {held}): "
+            f"collect it again to choose among {wanted}"
+        )
     eligible = [i for i, (layer, _) in enumerate(stats.heads) if max_depth is None or layer < max_depth]
     if not 1 <= k <= len(eligible):
         within = f" within the first {max_depth} layers" if max_depth is not None else ""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 from headrank.data import Candidate, CandidateList
 from headrank.evaluate import per_query
@@ -17,6 +20,7 @@ from headrank.heads import (
     ndcg_at,
     normalized_entropy,
     select_heads,
+    within_depth,
     write_stats,
 )
 from headrank.headset import HeadSet
@@ -136,3 +140,50 @@ def test_a_head_sets_table_ndcg_is_the_rankers():
         assert table.set_ndcg(HeadSet.parse(heads))[0] == pytest.approx(want)
         seen.add(round(float(want), 6))
     assert len(seen) > 1  # the head sets rank differently: the equality is not between constants
+
+
+def test_select_heads_with_a_depth_budget_runs_only_that_many_layers(tmp_path, capsys):
+    """--max-depth 2 on a 4-layer model: the head table is collected by running layers 0 and 1 alone (counted by
+    a hook on every decoder layer that starts: the last layer run exits early, before its forward returns), and
+    a selection beyond the budget cannot reuse that table."""
+    from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
+
+    from headrank.cli import main
+    from headrank.testing import save_tiny
+
+    from .tiny_data import write_data_dir
+
+    model = save_tiny(tmp_path / "tiny", num_layers=4)
+    data = write_data_dir(tmp_path / "data")
+    ran: list[int] = []
+
+    def count(module, args):
+        if isinstance(module, Qwen3DecoderLayer):
+            ran.append(module.self_attn.layer_idx)
+
+    argv = ["select-heads", "--model", str(model), "--data-dir", str(data), "--k", "3", "--quiet"]
+    out = tmp_path / "d2"
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count)
+    try:
+        assert main([*argv, "--max-depth", "2", "--out", str(out)]) == 0
+    finally:
+        handle.remove()
+    assert set(ran) == {0, 1} and ran.count(0) == ran.count(1) > 0
+    table = HeadTable.load(out / "head_table.npz")
+    assert table.max_depth == 2 and {layer for layer, _ in table.heads} == {0, 1} and len(table.heads) == 8
+    assert {h["layer"] for h in json.loads((out / "heads.json").read_text())["heads"]} <= {0, 1}
+    assert main([*argv, "--max-depth", "1", "--lam", "0", "--reuse", "--out", str(out)]) == 0  # within the table
+    assert {h["layer"] for h in json.loads((out / "heads.json").read_text())["heads"]} == {0}
+    capsys.readouterr()
+    for deeper in (["--max-depth", "3"], []):
+        assert main([*argv, *deeper, "--reuse", "--out", str(out)]) == 2
+        assert "holds only the first 2 layers" in capsys.readouterr().err
+
+
+def test_a_depth_budget_at_or_past_the_models_depth_keeps_every_head(tiny):
+    ranker = HeadRanker(tiny)
+    assert within_depth(ranker, None) is ranker and within_depth(ranker, 4) is ranker
+    cut = within_depth(ranker, 3)
+    assert cut.layer_calls() == 3 and cut.heads.heads == tuple((la, h) for la in range(3) for h in range(4))
+    with pytest.raises(ValueError, match="max_depth must be at least 1"):
+        within_depth(ranker, 0)

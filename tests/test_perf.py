@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -10,6 +12,8 @@ from headrank.family import ModelFamily
 from headrank.prompt import ListwisePrompt
 from headrank.scoring import encode_prefixes
 from headrank.testing import tiny_model
+
+from .conftest import DOCS, FLEA_QUERY
 
 
 def test_projection_flops_match_torch_counter():
@@ -52,13 +56,12 @@ def test_peak_memory_sees_an_allocation():
     assert memory.growth_mb >= 48 and block.sum() > 0
 
 
-def _lists(count: int = 2):
+def _lists(count: int = 2, texts: list[str] = DOCS):
+    """`count` lists of the same passages, rotated by one each."""
     from headrank.data import Candidate, CandidateList
 
-    from .conftest import DOCS, FLEA_QUERY
-
     return [
-        CandidateList(f"q{i}", FLEA_QUERY, [Candidate(f"d{j}", t) for j, t in enumerate(DOCS[i:] + DOCS[:i])])
+        CandidateList(f"q{i}", FLEA_QUERY, [Candidate(f"d{j}", t) for j, t in enumerate(texts[i:] + texts[:i])])
         for i in range(count)
     ]
 
@@ -83,15 +86,25 @@ def test_the_methods_table_counts_each_methods_passes_and_tokens():
     assert by["RankGPT", 3]["windows"] == 1 and by["RankGPT", 5]["windows"] == 2  # windows (2,5), (0,3)
     assert by["HeadRank", 5]["windows"] == 1 and by["HeadRank", 5]["generated tokens"] == 0
     for depth in (3, 5):
+        prompts = [headrank.prompts(lst.query, lst.head(depth).documents()) for lst in lists]
+        tokens = [sum(len(p.input_ids) + len(p.calibration_ids) for p in ps) for ps in prompts]
+        assert by["HeadRank", depth]["prompt tokens"] == sum(tokens) / len(tokens)  # both lists, with N/A twins
+        assert by["HeadRank", depth]["forward passes"] == 2  # one window: its passages, then query and N/A
         generated = by["RankGPT", depth]
         assert generated["forward passes"] == generated["generated tokens"] >= generated["windows"]
-        assert generated["s/query"] >= generated["prefill s"] + generated["decode s"] - 1e-6
-        assert by["HeadRank", depth]["HeadRank time / this"] == 1.0
+        assert generated["s/query"] >= generated["prefill s"] + generated["decode s"] - 1e-6  # parts of one clock
+        ratio = by["HeadRank", depth]["s/query"] / generated["s/query"]
+        assert generated["HeadRank time / this"] == pytest.approx(ratio)  # HeadRank's time over this method's
 
 
-def test_the_dtype_table_compares_rankings_with_float32():
+def test_the_dtype_table_compares_bfloat16_with_an_independent_float32_ranking():
+    """The bfloat16 row's agreement, nDCG@10 and delta, recomputed here from each dtype's own rankings (scipy's
+    Kendall tau, ir-measures' nDCG@10): the table must match what the two rankers really did."""
+    from scipy.stats import kendalltau
+
     from benchmarks.perf import dtype_table
     from headrank.backbone import Backbone
+    from headrank.evaluate import evaluate
     from headrank.ranker import HeadRanker
     from headrank.testing import tiny_model, tiny_tokenizer
 
@@ -99,12 +112,31 @@ def test_the_dtype_table_compares_rankings_with_float32():
         model = tiny_model().to(getattr(torch, dtype))
         return HeadRanker(Backbone(model, tiny_tokenizer(), "tiny", "tiny"))
 
-    lists = _lists(3)
+    lists = _lists(3, [f"{doc} {end.split()[-1]}" for doc in DOCS for end in DOCS[:2]])  # ten close passages
     qrels = {lst.qid: {"d2": 2, "d0": 1} for lst in lists}
     rows = {r["dtype"]: r for r in dtype_table(load, lists, qrels, "cpu")}
-    reference = rows["float32"]
-    assert reference["identical top-10"] == "3/3" and reference["Kendall tau vs float32"] == 1.0
-    assert reference["delta vs float32"] == 0.0 and reference["p"] == 1.0
+    ranked = {}
+    for dtype in ("float32", "bfloat16"):
+        ranker = load(dtype)
+        ranked[dtype] = [[r.doc_id for r in ranker.rank(lst.query, lst.documents(), lst.docids())] for lst in lists]
+    taus = [
+        kendalltau([full.index(d) for d in full], [half.index(d) for d in full]).statistic
+        for full, half in zip(ranked["float32"], ranked["bfloat16"])
+    ]
+    ndcg = {
+        dtype: evaluate(
+            {lst.qid: {d: -i for i, d in enumerate(r)} for lst, r in zip(lists, rankings)}, qrels, ["nDCG@10"]
+        )["ndcg@10"]
+        for dtype, rankings in ranked.items()
+    }
     half = rows["bfloat16"]
-    assert -1.0 <= half["min tau"] <= half["Kendall tau vs float32"] <= 1.0
-    assert 0.0 <= half["nDCG@10"] <= 1.0 and half["time / float32"] > 0
+    same = sum(a == b for a, b in zip(ranked["float32"], ranked["bfloat16"]))
+    top = sum(a[:10] == b[:10] for a, b in zip(ranked["float32"], ranked["bfloat16"]))
+    assert half["identical order"] == f"{same}/3" and half["identical top-10"] == f"{top}/3"
+    assert half["Kendall tau vs float32"] == pytest.approx(np.mean(taus))
+    assert half["min tau"] == pytest.approx(min(taus))
+    assert half["nDCG@10"] == pytest.approx(ndcg["bfloat16"])
+    assert rows["float32"]["nDCG@10"] == pytest.approx(ndcg["float32"])
+    assert half["delta vs float32"] == pytest.approx(ndcg["bfloat16"] - ndcg["float32"])
+    wins, losses, ties = map(int, half["W/L/T"].split("/"))
+    assert wins + losses + ties == 3 and 0.0 <= half["p"] <= 1.0
