@@ -317,6 +317,8 @@ def cmd_serve(args) -> None:
     from headrank.methods import load_plan
     from headrank.serve import ServeConfig, serve
 
+    if not 0 <= args.port <= 65535:  # refused before the model loads, not by the socket after it
+        raise ValueError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
     plan = _inference_plan(args)
     config = ServeConfig(
         model_name=args.name or Path(plan.kwargs.get("folder") or plan.kwargs["model"]).name,

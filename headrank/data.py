@@ -7,7 +7,9 @@ import io
 import json
 import os
 import re
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,10 +56,31 @@ def scored(run: Mapping[str, Sequence[tuple[str, float]]]) -> Run:
     return {qid: dict(items) for qid, items in run.items()}
 
 
-def open_text(path: str | Path):
+UNREADABLE = {
+    EOFError: "is truncated: its gzip stream ends early",
+    gzip.BadGzipFile: "is not a gzip file",
+    zlib.error: "is corrupt: its gzip data does not decompress",
+    UnicodeDecodeError: "is not UTF-8 text",
+}
+"""what a file that cannot be read as text is, by the error reading it raised."""
+
+
+@contextmanager
+def open_text(path: str | Path) -> Iterator[io.TextIOBase]:
+    """A text file (gzip-compressed if it ends in .gz), read as UTF-8; a file that cannot be read so (missing,
+    truncated, corrupt, not UTF-8) is a DataError that says which and why, wherever the reading fails."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
+    try:
+        with _opened(path) as fh:
+            yield fh
+    except tuple(UNREADABLE) as err:
+        why = next(text for kind, text in UNREADABLE.items() if isinstance(err, kind))
+        raise DataError(f"{path} {why} ({err})") from None
+
+
+def _opened(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return path.open(encoding="utf-8")
@@ -202,7 +225,7 @@ def load_candidates(
         for qid, r in ranks.items():
             entry = lists[qid]
             entry.candidates = [c for _, c in sorted(zip(r, entry.candidates), key=lambda x: x[0])]
-        return [c.head(depth) for c in lists.values()]
+        return _some(path, [c.head(depth) for c in lists.values()])
     if queries is None or corpus is None:
         raise DataError(f"{path} is a TREC run: give the queries and the corpus to join it with")
     queries = queries if isinstance(queries, Mapping) else load_queries(queries)
@@ -218,7 +241,14 @@ def load_candidates(
             title, text = corpus[docid]
             items.append(Candidate(docid, text, title or None, score))
         out.append(CandidateList(qid, queries[qid], items))
-    return out
+    return _some(path, out)
+
+
+def _some(path: str | Path, lists: list[CandidateList]) -> list[CandidateList]:
+    """An empty candidates file is a mistake (a failed export, the wrong file), not a run of no queries."""
+    if not lists:
+        raise DataError(f"{path} holds no candidate lists")
+    return lists
 
 
 def candidate_lists(

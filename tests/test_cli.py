@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 
@@ -278,3 +279,50 @@ def test_every_option_of_every_command_is_read():
             if dest in ("help", *FLAGS) or (name == "train" and dest in map(cli._train_dest, cli._TRAIN_FIELDS)):
                 continue
             assert f"args.{dest}" in source, f"headrank {name} {action.option_strings}: parsed and never read"
+
+
+_LINES_GZ = gzip.compress(
+    "".join(
+        json.dumps({"qid": "1", "query": "q", "docid": str(i), "text": f"passage {i}"}) + "\n" for i in range(500)
+    ).encode()
+)
+"""a gzip candidates file of 500 lines."""
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("c.jsonl", b"", "{path} holds no candidate lists"),
+        ("c.jsonl", b"\n  \n", "{path} holds no candidate lists"),
+        ("c.jsonl.gz", b"", "{path} holds no candidate lists"),
+        ("c.jsonl.gz", gzip.compress(b""), "{path} holds no candidate lists"),
+        ("c.jsonl.gz", _LINES_GZ[: len(_LINES_GZ) // 2], "{path} is truncated: its gzip stream ends early"),
+        ("c.jsonl.gz", b'{"qid": "1"}', "{path} is not a gzip file"),
+        ("c.jsonl", b'{"qid": "1", "query": "caf\xe9", "docid": "d", "text": "t"}\n', "{path} is not UTF-8 text"),
+        ("missing.jsonl.gz", None, "file not found: {path}"),
+    ],
+    ids=["empty", "blank-lines", "empty-gz-file", "empty-gz-stream", "truncated-gz", "not-gz", "not-utf8", "missing"],
+)
+def test_unreadable_or_empty_candidates_are_a_one_line_error_and_write_nothing(
+    tiny_folder, tmp_path, capsys, name, content, message
+):
+    candidates = tmp_path / name
+    if content is not None:
+        candidates.write_bytes(content)
+    out = tmp_path / "run.trec"
+    assert _rerank(tiny_folder, "0-1", candidates, out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"headrank: error: {message.format(path=candidates)}") and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_serve_refuses_a_port_out_of_range_before_loading_the_model(monkeypatch, capsys):
+    import headrank.methods
+
+    loaded = []
+    monkeypatch.setattr(headrank.methods, "load_plan", lambda plan: loaded.append(plan))
+    for port in ("70000", "-1"):
+        assert main(["serve", "--port", port]) == 2
+        err = capsys.readouterr().err
+        assert err == f"headrank: error: --port must be in 0..65535 (0: any free port), got {port}\n"
+    assert loaded == []
