@@ -4,6 +4,7 @@ input, and the tie-stable order. HeadRanker, RankGPT, the dense baseline and the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -52,10 +53,24 @@ class Reranker(Protocol):
     ) -> RankedResults: ...
 
 
+INVISIBLE = r"\s\x00-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff"
+"""What a text may hold and still be empty (the body of a regex class): Unicode whitespace (as `str.isspace`),
+control characters (NUL and the rest of Cc) and the zero-width characters U+200B-U+200D, U+2060 and U+FEFF.
+Python's re, pydantic's Rust regex and ECMAScript read it alike, so the server's schema states the same rule
+that the library applies."""
+VISIBLE = f"[^{INVISIBLE}]"
+_VISIBLE = re.compile(VISIBLE)
+
+
+def is_blank(text: str) -> bool:
+    """Nothing visible in `text` (see INVISIBLE): one rule for the library, the CLI and the server."""
+    return _VISIBLE.search(text) is None
+
+
 def check_query(query) -> str:
     if not isinstance(query, str):
         raise TypeError(f"query must be a string, got {type(query).__name__}")
-    if not query.strip():
+    if is_blank(query):
         raise ValueError("query is empty")
     return query
 

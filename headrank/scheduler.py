@@ -1,5 +1,7 @@
 """The worker that owns the model behind the server: requests queue here, and one thread batches the prompts of
 the active requests into forward passes under the ranker's token budget, the longest-waiting request first.
+A pass whose requests are all cancelled (their clients left, the shutdown grace ran out) or that runs while the
+worker stops ends at its next layer, so abandoned work costs a layer, not the rest of a pass.
 
 Kept apart from the HTTP layer so that it needs only torch (the GPU checks run it where no web stack is
 installed)."""
@@ -7,6 +9,7 @@ installed)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import threading
 from collections import deque
@@ -16,8 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from headrank.capture import Interrupted, interruptible
 from headrank.ranker import HeadRanker
 from headrank.results import Document
+
+LOG = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
@@ -52,23 +58,35 @@ class Scheduler:
         self.waiting: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.active: deque[_Job] = deque()
         """admitted jobs, the one served longest ago first."""
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headrank-worker", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self.waiting.put(None)
-        self._thread.join()
+    def stop(self, timeout: float | None = None) -> bool:
+        """Cancel every job and end the worker: a pass in flight stops at its next layer. False if the worker is
+        still inside a layer after `timeout` seconds (it is a daemon thread: the process may exit without it)."""
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):  # a full queue means the worker is not idle in get()
+            self.waiting.put_nowait(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            LOG.warning("the model worker is still inside a layer after %s s; leaving it", timeout)
+        return not self._thread.is_alive()
 
-    def submit(self, query: str, documents: Sequence[Document]) -> Future:
-        """Tokenize a list and queue it; the future gets one score per document. Input is checked here (call it
-        off the event loop: tokenizing a large request takes seconds)."""
-        job = _Job(len(documents), self.ranker.prompts(query, documents))
-        try:
-            self.waiting.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(f"{self.waiting.maxsize} requests already waiting") from None
+    def submit(self, query: str, documents: Sequence[Document], future: Future | None = None) -> Future:
+        """Tokenize a list and queue it; the future (`future`, or a new one) gets one score per document. Input
+        is checked here (call it off the event loop: tokenizing a large request takes seconds). A future
+        cancelled while this tokenized (its client left) is not queued; after `stop` every future is cancelled."""
+        job = _Job(len(documents), self.ranker.prompts(query, documents), future or Future())
+        if not job.future.cancelled():
+            try:
+                self.waiting.put_nowait(job)
+            except queue.Full:
+                raise QueueFull(f"{self.waiting.maxsize} requests already waiting") from None
+        if self._stopping.is_set():  # stopped meanwhile: nothing will serve it
+            job.future.cancel()
         return job.future
 
     def _admit(self) -> bool:
@@ -84,10 +102,15 @@ class Scheduler:
         return True
 
     def _run(self) -> None:
-        while self._admit():
+        while not self._stopping.is_set() and self._admit():
             self._step()
         for job in self.active:
             job.future.cancel()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                job = self.waiting.get_nowait()
+                if job is not None:
+                    job.future.cancel()
 
     def _step(self) -> None:
         """Drop cancelled jobs, run one batch, settle the jobs it finished, and rotate the ones it served."""
@@ -100,10 +123,14 @@ class Scheduler:
         pool = [(job, p) for job in list(self.active)[: self.max_batch_requests] for p in job.pending]
         groups = self.ranker.batches([p for _, p in pool])
         chosen = [pool[i] for i in next(g for g in groups if 0 in g)]  # the longest-waiting job's next prompt
+        jobs = list({id(j): j for j, _ in chosen}.values())
         try:
-            results = self._score([p for _, p in chosen])
+            with interruptible(lambda: self._stopping.is_set() or all(j.future.cancelled() for j in jobs)):
+                results = self._score([p for _, p in chosen])
+        except Interrupted:  # every job of the batch is gone, or the worker is stopping: the next step drops them
+            return
         except Exception as err:  # one bad batch fails its own jobs, never the worker
-            for job in {id(j): j for j, _ in chosen}.values():
+            for job in jobs:
                 self.active.remove(job)
                 self._settle(job, error=err)
             return

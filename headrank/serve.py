@@ -1,35 +1,41 @@
 """HTTP service over one HeadRanker: Cohere/Jina `POST /v1/rerank` and text-embeddings-inference `POST /rerank`.
 
-The model is loaded once, before the app starts. Requests are tokenized off the event loop and wait in a
+The model is loaded once, before the app starts. A body is checked before it is parsed (JSON only, gzip
+decoded, within the size limit, decoded or not). Requests are tokenized off the event loop and wait in a
 bounded queue (429 when full); one worker thread owns the model and batches the prompts of up to `max_active`
 requests into each forward pass under the ranker's token budget, the longest-waiting request first, so
 concurrent clients share passes, a long list cannot hold back a short one, and memory stays bounded. A batch
-that runs out of device memory is split and retried; a single prompt that still does is answered 503."""
+that runs out of device memory is split and retried; a single prompt that still does is answered 503. Work
+nobody waits for stops: a request whose client leaves (499) or that outlives the shutdown grace (503) is never
+queued if it is still being tokenized, is dropped if queued, and its pass ends at the next layer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
 import uuid
-from collections.abc import Sequence
+import zlib
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, replace
+from typing import Annotated, Literal
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headrank.evaluate import peak_rss_mb, rss_mb
 from headrank.experiment import describe_ranker
+from headrank.prompt import PromptBuilder
 from headrank.ranker import HeadRanker
-from headrank.results import Document, best_first, relevance_scores
+from headrank.results import VISIBLE, Document, best_first, is_blank, relevance_scores
 from headrank.scheduler import Overloaded, QueueFull, Scheduler
 
 
@@ -77,12 +83,39 @@ def _unicode_text(value: str) -> str:
 Text = Annotated[str, AfterValidator(_unicode_text)]
 
 
+def _blank_as_empty(text: str) -> str:
+    """A text with nothing visible is the empty passage: a document of only invisible characters scores as one
+    with no text at all, whichever of them it held."""
+    return "" if is_blank(text) else text
+
+
 class TextDocument(StrictRequest):
     text: Text
     title: Text | None = None
 
 
-Query = Annotated[Text, Field(min_length=1, pattern=r"\S", description="the query; must hold a non-space character")]
+class FieldsDocument(TextDocument):
+    """A v1 document object: `text`, an optional `title`, and any other fields, which `rank_fields` may name."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+Query = Annotated[
+    Text,
+    Field(
+        min_length=1,
+        pattern=VISIBLE,
+        description="the query; must hold a visible character (not only whitespace, control or zero-width ones)",
+    ),
+]
+V1Document = Annotated[
+    Annotated[Text, Tag("string")] | Annotated[FieldsDocument, Tag("object")],
+    Discriminator(
+        lambda value: "string" if isinstance(value, str) else "object" if isinstance(value, dict) else None,
+        custom_error_type="document_type",
+        custom_error_message="a document is a string or an object with a 'text' string",
+    ),
+]
 
 
 def _whole_number(value):
@@ -107,10 +140,17 @@ class RerankRequest(StrictRequest):
 
     model: str | None = None
     query: Query
-    documents: list[Text | TextDocument]
+    documents: list[V1Document]
     top_n: TopN = None
     return_documents: bool = True
     raw_scores: RawScores = False
+    rank_fields: list[Text] | None = Field(
+        default=None,
+        min_length=1,
+        description="the fields of each document to rank on, their values joined by newlines in this order (a "
+        "string document is its `text`; a field a document lacks is skipped; a value that is not a string is "
+        "ranked as its JSON text). Default: `title` then `text`",
+    )
 
 
 class RerankRequestV2(StrictRequest):
@@ -157,6 +197,14 @@ class TeiRequest(StrictRequest):
     texts: list[Text]
     return_text: bool = False
     raw_scores: RawScores = False
+    truncate: bool = Field(
+        default=True,
+        description="false: answer 422 for a text longer than the ranker's passage limit instead of cutting it "
+        "(TEI's own default is false; this server cuts unless told not to)",
+    )
+    truncation_direction: Literal["Right"] = Field(
+        default="Right", description="a cut text keeps its beginning (TEI's `Left` is not supported)"
+    )
 
 
 class TeiResult(BaseModel):
@@ -185,21 +233,24 @@ class Health(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error but validation: bad JSON (400), a body too large (413), busy (429), client gone (499)."""
+    """Every error but validation: bad JSON (400), a body too large (413), not JSON or not gzip (415), busy
+    (429), client gone (499), out of memory or shutting down (503)."""
 
     detail: str
 
 
 class ValidationErrorBody(BaseModel):
-    """422: one readable line per problem in `detail`, pydantic's error objects in `errors`."""
+    """422: one readable line per problem in `detail`; in `errors`, each problem's type, location and message
+    and an excerpt of the value that failed."""
 
     detail: str
     errors: list[dict] = Field(default_factory=list)
 
 
 ERRORS = {
-    400: {"model": ErrorBody, "description": "the body is not JSON"},
-    413: {"model": ErrorBody, "description": "the body is over the size limit"},
+    400: {"model": ErrorBody, "description": "the body is not JSON (or nested too deeply, or not valid gzip)"},
+    413: {"model": ErrorBody, "description": "the body is over the size limit (decoded, for a gzip body)"},
+    415: {"model": ErrorBody, "description": "the body is not sent as application/json, or in an encoding but gzip"},
     422: {"model": ValidationErrorBody, "description": "the request does not validate"},
     429: {"model": ErrorBody, "description": "the queue is full; retry after the Retry-After header's seconds"},
     503: {
@@ -209,19 +260,25 @@ ERRORS = {
 }
 
 
-class BodyLimit:
-    """ASGI middleware: refuse bodies over `limit` bytes with 413, declared or streamed."""
+class BodyGuard:
+    """ASGI middleware that checks a request body before anything parses it: no body is over `limit` bytes,
+    declared, streamed or once decompressed (413), so that a gzip bomb stops at the limit; and a POST to one of
+    `json_paths` must be sent as JSON (415 otherwise) in gzip or no encoding (415 for another). Other requests
+    are left to the router (POST /health is its 405)."""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, json_paths: frozenset[str]):
         self.app = app
         self.limit = limit
+        self.json_paths = json_paths
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._refuse(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        takes_json = scope["method"] == "POST" and scope["path"] in self.json_paths
+        refusal = _refused_headers(headers, self.limit, takes_json)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -230,9 +287,20 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.limit:
-                return await self._refuse(scope, receive, send)
+                return await _error(413, f"request body over {self.limit} bytes")(scope, receive, send)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if takes_json and headers.get("content-encoding", "").strip().lower() in GZIP:
+            try:
+                body = _gunzip(body, self.limit)
+            except ValueError as err:
+                return await _error(400, f"request body is not valid gzip: {err}")(scope, receive, send)
+            if body is None:
+                return await _error(413, f"request body over {self.limit} bytes once decompressed")(
+                    scope, receive, send
+                )
+            kept = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-encoding", b"content-length")]
+            scope = dict(scope, headers=[*kept, (b"content-length", str(len(body)).encode())])
         replayed = False
 
         async def replay():
@@ -244,49 +312,119 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope, receive, send):
-        response = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
-        await response(scope, receive, send)
+
+GZIP = ("gzip", "x-gzip")
+
+
+def _error(status: int, detail: str) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def _refused_headers(headers: Mapping[str, str], limit: int, takes_json: bool) -> JSONResponse | None:
+    """The answer to a request whose headers alone rule it out, before its body is read; None if none does."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _error(413, f"request body over {limit} bytes")
+    if not takes_json:
+        return None
+    encoding = headers.get("content-encoding", "").strip().lower()
+    if encoding not in ("", "identity", *GZIP):
+        return _error(415, f"Content-Encoding {_excerpt(encoding)!r} is not supported: send gzip or no encoding")
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not (media == "application/json" or media.startswith("application/") and media.endswith("+json")):
+        received = f"Content-Type {_excerpt(headers['content-type'])!r}" if media else "no Content-Type"
+        return _error(415, f"request has {received}: send the body as application/json")
+    return None
+
+
+def _gunzip(body: bytes, limit: int) -> bytes | None:
+    """A gzip body decompressed, or None once it inflates past `limit` bytes (decompression stops there);
+    ValueError if it is not one complete gzip stream."""
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    try:
+        decoded = inflater.decompress(body, limit + 1)
+    except zlib.error as err:
+        raise ValueError(str(err)) from None
+    if len(decoded) > limit:
+        return None
+    if not inflater.eof or inflater.unused_data:
+        raise ValueError("not one complete gzip stream")
+    return decoded
+
+
+FIELDS = frozenset(
+    name for model in (TextDocument, RerankRequest, RerankRequestV2, TeiRequest) for name in model.model_fields
+)
+"""every field a request can have: a location's other parts are pydantic's names for union members."""
+
+
+def _where(loc: Sequence) -> list:
+    """A location as the client wrote it: list indices and field names, without "body" and union member tags
+    (`function-after[_unicode_text(), str]`)."""
+    return [p for p in loc if isinstance(p, int) or p in FIELDS]
 
 
 def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """400 for a body that is not JSON, 422 with one readable line per problem otherwise."""
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
-        return JSONResponse({"detail": "request body is not valid JSON"}, status_code=400)
-    lines = []
+        return _error(400, "request body is not valid JSON")
+    lines, shown = [], []
     for e in errors:
-        where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        loc = _where(e.get("loc", ()))
+        where = ".".join(map(str, loc))
         message = e.get("msg")
         if where == "query" and e.get("type") in ("string_too_short", "too_short", "string_pattern_mismatch"):
             message = "query is empty"  # the schema's minLength/pattern, said plainly
         lines.append(f"{where}: {message}" if where else str(message))
-    return JSONResponse({"detail": _encodable("; ".join(lines)), "errors": _encodable(errors)}, 422)
+        shown.append({"type": e.get("type"), "loc": loc, "msg": _encodable(message), "input": _excerpt(e.get("input"))})
+        if e.get("ctx"):
+            shown[-1]["ctx"] = {str(k): _excerpt(v) for k, v in e["ctx"].items()}
+    return JSONResponse({"detail": _encodable("; ".join(dict.fromkeys(lines))), "errors": shown}, 422)
+
+
+PARSE_FAILURES = {RecursionError: "is nested too deeply to parse", UnicodeDecodeError: "is not UTF-8 text"}
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """FastAPI's own 400 for a body it cannot decode at all (invalid UTF-8, absurd nesting) says what the
-    documented one says; every other error keeps its status, detail and headers."""
+    """FastAPI's own 400 for a body it cannot decode at all says what is wrong (not UTF-8, nested too deeply);
+    every other error keeps its status, detail and headers."""
     detail = exc.detail
     if exc.status_code == 400 and detail == "There was an error parsing the body":
-        detail = "request body is not valid JSON (UTF-8)"
+        why = next((v for k, v in PARSE_FAILURES.items() if isinstance(exc.__cause__, k)), "could not be parsed")
+        detail = f"request body is not valid JSON: it {why}"
     return JSONResponse({"detail": _encodable(detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
+EXCERPT = 80
+"""characters of a client's string that an error may echo."""
+
+
+def _excerpt(value):
+    """What an error may echo of a value the client sent: a number, boolean or null as it is, a string cut to
+    EXCERPT characters, a list or object only as its size (it may be large, or nested past any recursion
+    limit). Always encodable: a lone surrogate is shown escaped (\\ud800), a non-finite number by name."""
+    if isinstance(value, str):
+        return _encodable(value if len(value) <= EXCERPT else value[:EXCERPT] + "...")
+    if isinstance(value, list | tuple):
+        return f"<array of length {len(value)}>"
+    if isinstance(value, dict):
+        return f"<object of size {len(value)}>"
+    if isinstance(value, bytes | bytearray):
+        return f"<{len(value)} bytes>"
+    if value is None or isinstance(value, bool | int | float):
+        return _encodable(value)
+    return _excerpt(str(value))
+
+
 def _encodable(value):
-    """What an error body echoes, made encodable whatever the client sent: a lone surrogate is shown escaped
-    (\\ud800), a non-finite number as its name ("inf", "nan"), anything else not JSON as its text."""
+    """A scalar an error body echoes, made encodable: a lone surrogate is shown escaped (\\ud800), a
+    non-finite number as its name ("inf", "nan")."""
     if isinstance(value, str):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, dict):
-        return {_encodable(str(k)): _encodable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_encodable(v) for v in value]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return _encodable(str(value))
+    return value
 
 
 POLL_S = 0.25
@@ -303,20 +441,38 @@ def _log_gone(request: Request) -> None:
     )
 
 
-async def _result(future: Future, request: Request) -> list[float]:
-    """The scores; if the client goes away first, or the shutdown grace runs out, cancel the job so that the
-    worker drops its remaining passes."""
-    waiting = asyncio.wrap_future(future)
-    while not (await asyncio.wait({waiting}, timeout=POLL_S))[0]:
-        if await request.is_disconnected():
-            future.cancel()
-            _log_gone(request)
-            raise HTTPException(499, "client closed the request")
-        deadline = getattr(request.app.state, "shutdown_deadline", None)
-        if deadline is not None and time.monotonic() >= deadline:
-            future.cancel()
-            raise HTTPException(503, "the server is shutting down; retry", headers={"Retry-After": "1"})
-    return waiting.result()
+SHUTTING_DOWN = "the server is shutting down; retry"
+STOP_S = 3.0
+"""seconds the shutdown waits for the worker to leave the layer it is in (one layer of the embedded model over a
+full 8k-token window: up to ~5 s on 2 CPU cores in float32, milliseconds on a GPU); the process then exits without
+it, which loses nothing (the worker only reads)."""
+
+
+async def _watched(work: asyncio.Future, request: Request, job: Future):
+    """`work`'s result. If the client goes away first (499), the shutdown grace runs out (503) or the handler is
+    cancelled (uvicorn's own shutdown timeout), `job` is cancelled so that its work stops: a list still being
+    tokenized is never queued, a queued one is dropped, and a pass that serves only it ends at its next layer."""
+    try:
+        while not (await asyncio.wait({work}, timeout=POLL_S))[0]:
+            if await request.is_disconnected():
+                _log_gone(request)
+                raise HTTPException(499, "client closed the request")
+            deadline = getattr(request.app.state, "shutdown_deadline", None)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise HTTPException(503, SHUTTING_DOWN, headers={"Retry-After": "1"})
+    finally:
+        if not work.done():
+            job.cancel()
+            work.add_done_callback(_retrieved)
+    if work.cancelled():  # the worker stopped before serving it
+        raise HTTPException(503, SHUTTING_DOWN, headers={"Retry-After": "1"})
+    return work.result()
+
+
+def _retrieved(work: asyncio.Future) -> None:
+    """Take the outcome of work nobody awaits any more, so that asyncio does not log it as never retrieved."""
+    if not work.cancelled():
+        work.exception()
 
 
 def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI:
@@ -328,7 +484,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     async def lifespan(app: FastAPI):
         scheduler.start()
         yield
-        scheduler.stop()
+        scheduler.stop(STOP_S)
 
     app = FastAPI(
         title="headrank",
@@ -336,26 +492,35 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         lifespan=lifespan,
     )
     app.state.scheduler = scheduler
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
+    def submit(query: str, documents: Sequence[Document], job: Future, prepare: Callable | None) -> Future:
+        """Off the event loop: `prepare` the documents (cut or check them), then tokenize and queue them."""
+        documents = prepare(documents) if prepare else documents
+        return scheduler.submit(query, [_visible(d) for d in documents], job)
+
     async def ranked(
-        request: Request, query: str, documents: Sequence[Document], top_n: int | None, raw: bool
+        request: Request,
+        query: str,
+        documents: Sequence[Document],
+        top_n: int | None,
+        raw: bool,
+        prepare: Callable[[Sequence[Document]], Sequence[Document]] | None = None,
     ) -> list[tuple[int, float]]:
         """(index, score) best first: the one path behind every endpoint shape."""
         if len(documents) > config.max_documents:
             raise HTTPException(422, f"at most {config.max_documents} documents per request, got {len(documents)}")
         if not documents:
             return []
+        job: Future = Future()
         try:
-            future = await asyncio.to_thread(scheduler.submit, query, documents)
+            await _watched(
+                asyncio.ensure_future(asyncio.to_thread(submit, query, documents, job, prepare)), request, job
+            )
+            values = await _watched(asyncio.wrap_future(job), request, job)
         except QueueFull as err:
             raise HTTPException(429, f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from err
-        except (TypeError, ValueError) as err:
-            raise HTTPException(422, str(err)) from err
-        try:
-            values = await _result(future, request)
         except (TypeError, ValueError) as err:  # e.g. a passage longer than the model takes
             raise HTTPException(422, str(err)) from err
         except Overloaded as err:
@@ -382,10 +547,12 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
     async def rerank(request: Request, body: RerankRequest) -> RerankResponse:
         """Cohere v1 and Jina shape."""
-        docs = [TextDocument(text=d) if isinstance(d, str) else d for d in body.documents]
-        order = await ranked(
-            request, body.query, [d.model_dump(exclude_none=True) for d in docs], body.top_n, body.raw_scores
-        )
+        docs = [
+            TextDocument(text=d) if isinstance(d, str) else TextDocument(text=d.text, title=d.title)
+            for d in body.documents
+        ]
+        passages = [_v1_passage(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
+        order = await ranked(request, body.query, passages, body.top_n, body.raw_scores)
         results = [
             RerankResult(index=i, relevance_score=v, document=docs[i] if body.return_documents else None)
             for i, v in order
@@ -401,10 +568,9 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     @app.post("/v2/rerank", response_model=RerankResponseV2, responses=ERRORS)
     async def rerank_v2(request: Request, body: RerankRequestV2) -> RerankResponseV2:
         """Cohere v2 shape (`cohere.ClientV2`, LangChain's CohereRerank)."""
-        documents = body.documents
-        if body.max_tokens_per_doc is not None and documents:
-            documents = await asyncio.to_thread(_cut_tokens, ranker, documents, body.max_tokens_per_doc)
-        order = await ranked(request, body.query, documents, body.top_n, body.raw_scores)
+        limit = body.max_tokens_per_doc
+        cut = None if limit is None else lambda documents: _cut_tokens(ranker, documents, limit)
+        order = await ranked(request, body.query, body.documents, body.top_n, body.raw_scores, cut)
         return RerankResponseV2(
             id=str(uuid.uuid4()),
             results=[RerankResultV2(index=i, relevance_score=v) for i, v in order],
@@ -415,9 +581,12 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     @app.post("/rerank", response_model=list[TeiResult], response_model_exclude_none=True, responses=ERRORS)
     async def rerank_tei(request: Request, body: TeiRequest) -> list[TeiResult]:
         """text-embeddings-inference shape."""
-        order = await ranked(request, body.query, body.texts, None, body.raw_scores)
+        check = None if body.truncate else lambda texts: _refuse_cut(ranker, texts)
+        order = await ranked(request, body.query, body.texts, None, body.raw_scores, check)
         return [TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None) for i, v in order]
 
+    posted = frozenset(route.path for route in app.routes if "POST" in getattr(route, "methods", ()))
+    app.add_middleware(BodyGuard, limit=config.max_body_bytes, json_paths=posted)
     _declare_limits(app, config)
     return app
 
@@ -438,6 +607,47 @@ def _cut_tokens(ranker, documents: list[str], limit: int) -> list[str]:
     tokenizer = ranker.builder.tokenizer
     encoded = tokenizer(documents, add_special_tokens=False)["input_ids"]
     return [text if len(ids) <= limit else tokenizer.decode(ids[:limit]) for text, ids in zip(documents, encoded)]
+
+
+def _visible(document: Document) -> Document:
+    """A document whose text or title has nothing visible has it empty (see INVISIBLE): one rule for all."""
+    if isinstance(document, str):
+        return _blank_as_empty(document)
+    title = _blank_as_empty(document.get("title") or "")
+    return {"text": _blank_as_empty(document["text"]), **({"title": title} if title else {})}
+
+
+def _v1_passage(document: str | FieldsDocument, fields: Sequence[str] | None, index: int) -> Document:
+    """What the ranker reads of a v1 document: its text and title, or the values of `fields` in that order, joined
+    by newlines as a title and a text are (Cohere's `rank_fields`)."""
+    if isinstance(document, str):
+        values = {"text": document}
+    else:
+        values = {**(document.model_extra or {}), "text": document.text, "title": document.title}
+    if fields is None:
+        return {k: v for k, v in values.items() if k in ("text", "title") and v is not None}
+    try:
+        parts = [v if isinstance(v, str) else json.dumps(v) for name in fields if (v := values.get(name)) is not None]
+        return _unicode_text("\n".join(p for p in map(_blank_as_empty, parts) if p))
+    except RecursionError:
+        raise HTTPException(422, f"documents.{index}: a rank field is nested too deeply") from None
+    except ValueError as err:
+        raise HTTPException(422, f"documents.{index}: {err}") from None
+
+
+def _refuse_cut(ranker, texts: Sequence[str]) -> Sequence[str]:
+    """TEI's `truncate: false`: the texts as they are, or 422 naming the first one the ranker would cut."""
+    builder = ranker.builder
+    template = builder.template
+    whole = PromptBuilder(builder.tokenizer, replace(template, max_passage_tokens=None, max_passage_words=None))
+    for i, (full, cut) in enumerate(zip(whole.encode_passages(texts), builder.encode_passages(texts))):
+        if len(full) != len(cut):
+            limits = ((template.max_passage_words, "words"), (template.max_passage_tokens, "tokens"))
+            limit = " and ".join(f"{n} {unit}" for n, unit in limits if n is not None)
+            raise HTTPException(
+                422, f"texts.{i}: {len(full)} tokens, over the passage limit ({limit}), and truncate is false"
+            )
+    return texts
 
 
 def _declare_limits(app: FastAPI, config: ServeConfig) -> None:

@@ -34,8 +34,9 @@ def test_empty_list_gives_empty_result(tiny):
     assert HeadRanker(tiny).score(FLEA_QUERY, []) == []
 
 
-@pytest.mark.parametrize("query", ["", "   "])
+@pytest.mark.parametrize("query", ["", "   ", "\u00a0", "\u200b\u2060", "\x00", "\ufeff \t"])
 def test_empty_query_is_refused(tiny, query):
+    """The server's rule (results.INVISIBLE): whitespace, control and zero-width characters hold nothing."""
     with pytest.raises(ValueError, match="query is empty"):
         HeadRanker(tiny).rank(query, DOCS)
 

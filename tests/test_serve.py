@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -40,20 +40,16 @@ def client(ranker):
 
 
 class Gated:
-    """A ranker whose forward passes wait until the test opens the gate; counts the prompts scored per query."""
+    """A ranker whose forward passes wait until the test opens the gate; records the size of each batch."""
 
     def __init__(self, ranker: HeadRanker):
         self.ranker = ranker
         self.entered = threading.Event()
         self.gate = threading.Event()
-        self.passes: dict[str, int] = {}
         self.batches_run: list[int] = []
-        self._query: dict[int, str] = {}
 
     def prompts(self, query, documents):
-        prompts = self.ranker.prompts(query, documents)
-        self._query.update((id(p), query) for p in prompts)
-        return prompts
+        return self.ranker.prompts(query, documents)
 
     def batches(self, prompts):
         return self.ranker.batches(prompts)
@@ -61,8 +57,6 @@ class Gated:
     def score_many(self, prompts):
         self.entered.set()
         self.gate.wait(60)
-        for p in prompts:
-            self.passes[self._query[id(p)]] = self.passes.get(self._query[id(p)], 0) + 1
         self.batches_run.append(len(prompts))
         return self.ranker.score_many(prompts)
 
@@ -302,31 +296,6 @@ def test_serve_refuses_a_folder_that_is_not_an_artifact(tmp_path, capsys):
     assert "is not a trained artifact folder" in capsys.readouterr().err
 
 
-def test_a_client_that_goes_away_has_its_passes_dropped(ranker):
-    gated = Gated(ranker)
-    app = create_app(gated, ServeConfig(max_active=1))
-    scheduler, futures = app.state.scheduler, []
-    submit = scheduler.submit
-    scheduler.submit = lambda *args: futures.append(submit(*args)) or futures[-1]
-    access, lines = logging.getLogger("uvicorn.access"), []
-    with served(app) as client, ThreadPoolExecutor(1) as pool:
-        handler = logging.Handler()
-        handler.emit = lambda record: lines.append(record.getMessage())
-        access.addHandler(handler)
-        access.setLevel(logging.INFO)
-        impatient = pool.submit(client.post, "/v1/rerank", json={"query": "gone", "documents": DOCS * 3}, timeout=0.5)
-        with pytest.raises(httpx.TimeoutException):
-            impatient.result()
-        while not futures[0].cancelled():  # the server noticed the disconnect while the worker was held
-            time.sleep(0.05)
-        gated.gate.set()
-        # served after the worker met the cancelled job again: it ran its current pass, then dropped it
-        assert client.post("/v1/rerank", json={"query": FLEA_QUERY, "documents": DOCS}).status_code == 200
-    assert gated.passes["gone"] == 1 < len(ranker.score_lists("gone", DOCS * 3))
-    access.removeHandler(handler)
-    assert any(line.endswith('"POST /v1/rerank HTTP/1.1" 499') for line in lines), lines  # the access log has it
-
-
 def test_serve_with_no_model_options_serves_the_committed_headrank(monkeypatch):
     """As `eval` does: the product's own trained method, not ICR; `--heads all` asks for ICR."""
     import headrank.methods
@@ -359,7 +328,8 @@ BAD_BODIES = [
     ('{"query":"fleas","documents":["a"],"raw_scores":Infinity}', 422, "raw_scores"),
     ('{"query":-Infinity,"documents":["a"]}', 422, "query"),
     (b'{"query":"fleas","documents":["\\xff\\xfe"]}', 400, "not valid JSON"),
-    ("[" * 5000 + "]" * 5000, 400, "not valid JSON"),
+    (b'{"query":"fleas","documents":["\xff\xfe"]}', 400, "not valid JSON: it is not UTF-8 text"),
+    ("[" * 5000 + "]" * 5000, 400, "not valid JSON: it is nested too deeply to parse"),
 ]
 
 
@@ -398,39 +368,11 @@ def test_any_string_or_number_in_any_field_gets_an_answer_not_a_500(client):
     def check(field, value, path, document):
         body = {"query": "fleas", "documents": [document or "a"], field: value}
         answer = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
-        assert answer.status_code in (200, 400, 422), (body, answer.text[:200])
-        assert answer.json()  # a body that decodes
+        if answer.status_code == 200:  # one document in, its one result out
+            (result,) = answer.json()["results"]
+            assert result["index"] == 0 and math.isfinite(result["relevance_score"]), body
+        else:  # refused, naming the field that is wrong (or the document)
+            assert answer.status_code == 422, (body, answer.text[:200])
+            assert answer.json()["detail"].split(":")[0].split(".")[0] in (field, "documents"), (body, answer.text)
 
     check()
-
-
-def test_sigterm_answers_what_outlives_the_grace_with_503_and_exits(ranker):
-    """A request held in the worker past the grace gets 503 with Retry-After, and the server stops in time."""
-    import signal
-    import socket as sockets
-
-    from headrank.serve import http_server
-
-    gated = Gated(ranker)  # the gate never opens: the request would run forever
-    app = create_app(gated, ServeConfig(shutdown_grace=1.0))
-    sock = sockets.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = http_server(app, 1.0, log_level="warning")
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/rerank"
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(httpx.post, url, json={"query": FLEA_QUERY, "documents": DOCS}, timeout=30)
-        assert gated.entered.wait(30)
-        start = time.monotonic()
-        server.handle_exit(signal.SIGTERM, None)  # what uvicorn's signal handler calls
-        answer = pending.result()
-        elapsed = time.monotonic() - start
-        gated.gate.set()  # the worker ends its current pass, then the server's lifespan stops it
-        thread.join(10)
-    sock.close()
-    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
-    assert "shutting down" in answer.json()["detail"]
-    assert not thread.is_alive() and elapsed < 3.0
