@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
+import torch
 
 httpx = pytest.importorskip("httpx")  # the `serve` extra
 pytest.importorskip("uvicorn")
@@ -58,8 +59,10 @@ class Layers:
         self._gate.set()
 
 
-def tiny(**config) -> HeadRanker:
-    return HeadRanker(tiny_backbone(), RankerConfig(max_length=MAX_LENGTH, **config))
+def tiny(dtype: torch.dtype = torch.float32, **config) -> HeadRanker:
+    backbone = tiny_backbone()
+    backbone.model.to(dtype)
+    return HeadRanker(backbone, RankerConfig(max_length=MAX_LENGTH, **config))
 
 
 def submitted(app) -> list[Future]:
@@ -222,8 +225,9 @@ def test_sigterm_answers_503_to_a_request_still_being_tokenized():
 # -- an answer does not depend on what else is served ---------------------------------------------------------------
 
 
-def test_requests_batched_into_shared_passes_get_the_answers_they_get_alone():
-    ranker = tiny(max_batch_tokens=100_000)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_requests_batched_into_shared_passes_get_the_answers_they_get_alone(dtype):
+    ranker = tiny(dtype, max_batch_tokens=100_000)
     layers = Layers(ranker, hold=None)
     requests = [
         ("/v1/rerank", {"query": FLEA_QUERY, "documents": DOCS}),
