@@ -353,7 +353,7 @@ def _gunzip(body: bytes, limit: int) -> bytes | None:
 
 
 FIELDS = frozenset(
-    name for model in (TextDocument, RerankRequest, RerankRequestV2, TeiRequest) for name in model.model_fields
+    name for request in (TextDocument, RerankRequest, RerankRequestV2, TeiRequest) for name in request.model_fields
 )
 """every field a request can have: a location's other parts are pydantic's names for union members."""
 

@@ -317,6 +317,7 @@ def test_unreadable_or_empty_candidates_are_a_one_line_error_and_write_nothing(
 
 
 def test_serve_refuses_a_port_out_of_range_before_loading_the_model(monkeypatch, capsys):
+    pytest.importorskip("fastapi")
     import headrank.methods
 
     loaded = []

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 from ir_measures import nDCG
 
 pt = pytest.importorskip("pyterrier")
+pd = pytest.importorskip("pandas")  # pyterrier brings it
 
 from headrank.cli import main  # noqa: E402
 from headrank.data import Candidate, CandidateList, write_candidates  # noqa: E402
