@@ -4,6 +4,8 @@
 #   gpu_checks.md/json   families batched = alone, no host sync in a pass, training on the device, scheduler 32 vs 1
 #   qwen3-4b/throughput.md/json   top-20 and top-100: budgets, one prompt per pass, 15/36 vs 36 layers, generation
 #   qwen3-8b/throughput.md        top-20 at 8B shapes
+# CI runs these steps on tiny shapes in that machine's minimal stack (scripts/minimal_env.sh: torch, transformers
+# 5.17, peft, accelerate and nothing else), so an import that machine lacks fails in CI, before a GPU session.
 # usage: benchmarks/gpu.sh          (device tool: run with command "OUT=$OUT bash benchmarks/gpu.sh", timeout 420)
 set -uo pipefail
 cd "$(dirname "$0")/.."
