@@ -126,18 +126,33 @@ class EnginePass:
     """layer -> [batch, segments, wanted heads, kv_len] mean attention of each segment's rows."""
     _masks: dict = field(default_factory=dict)
 
-    def mask(self, window: int | None) -> torch.Tensor | None:
-        """[batch, 1, q_len, kv_len] bool for a layer with this sliding window; None means plain causal."""
+    def mask(self, window: int | None, prompt: int | None = None) -> torch.Tensor | None:
+        """[batch, 1, q_len, kv_len] bool for a layer with this sliding window, or [1, 1, rows, keys] over
+        `prompt`'s own rows and keys (`ranges`); None means plain causal. Built once per pass, not per layer."""
         if window is None and self.allowed is None:
             return None
-        if window not in self._masks:
-            q = self.query_positions[:, :, None]
-            k = self.key_positions[:, None, :]
-            allowed = self.allowed if self.allowed is not None else k <= q
-            if window is not None:
-                allowed = allowed & (q - k < window)
-            self._masks[window] = allowed[:, None]
-        return self._masks[window]
+        if (window, prompt) not in self._masks:
+            if prompt is None:
+                q = self.query_positions[:, :, None]
+                k = self.key_positions[:, None, :]
+                allowed = self.allowed if self.allowed is not None else k <= q
+                if window is not None:
+                    allowed = allowed & (q - k < window)
+                self._masks[window, None] = allowed[:, None]
+            else:
+                r = self.ranges[prompt]
+                whole = self.mask(window)[prompt : prompt + 1]
+                self._masks[window, prompt] = take(take(whole, 2, r.rows), 3, r.keys)
+        return self._masks[window, prompt]
+
+    def causal(self, prompt: int | None = None) -> torch.Tensor:
+        """The causal mask by position, of the whole batch or of `prompt`'s own rows and keys, for capturing rows
+        in a pass with no mask of its own."""
+        q, k = self.query_positions, self.key_positions
+        if prompt is not None:
+            r = self.ranges[prompt]
+            q, k = take(q[prompt : prompt + 1], 1, r.rows), take(k[prompt : prompt + 1], 1, r.keys)
+        return (k[:, None, :] <= q[:, :, None])[:, None]
 
 
 class _StopForward(Exception):
@@ -198,32 +213,31 @@ def query_row_attention(
     return torch.einsum("bhqk,bsq->bshk", probs, segments).index_select(2, plan.out_index)
 
 
-def _layer_attention(module, query, key, value, mask, run: EnginePass, plan: HeadPlan | None, **sdpa):
+def _layer_attention(module, query, key, value, window, run: EnginePass, plan: HeadPlan | None, **sdpa):
     """(layer output [batch, q_len, heads, head_dim] or None at the stop layer, captured rows or None) over the
     whole batch, or prompt by prompt over each one's own rows and keys when the batch is padded."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     stop = module.layer_idx == run.stop_layer
 
-    def one(q, k, v, m, segments, q_positions, k_positions):
+    def one(q, k, v, prompt: int | None, segments):
+        mask = run.mask(window, prompt)
         captured = None
         if plan is not None:
-            seen = m if m is not None else (k_positions[:, None, :] <= q_positions[:, :, None])[:, None]
+            seen = mask if mask is not None else run.causal(prompt)
             captured = query_row_attention(q, k, seen, sdpa.get("scaling"), plan, segments)
-        return None if stop else sdpa_attention_forward(module, q, k, v, m, **sdpa)[0], captured
+        return None if stop else sdpa_attention_forward(module, q, k, v, mask, **sdpa)[0], captured
 
     if run.ranges is None:
-        return one(query, key, value, mask, run.segments, run.query_positions, run.key_positions)
+        return one(query, key, value, None, run.segments)
     outputs, captured = [], []
     for i, r in enumerate(run.ranges):
         out, rows = one(
             take(query[i : i + 1], 2, r.rows),
             take(key[i : i + 1], 2, r.keys),
             take(value[i : i + 1], 2, r.keys),
-            None if mask is None else take(take(mask[i : i + 1], 2, r.rows), 3, r.keys),
+            i,
             None if run.segments is None else take(run.segments[i : i + 1], 2, r.rows),
-            take(run.query_positions[i : i + 1], 1, r.rows),
-            take(run.key_positions[i : i + 1], 1, r.keys),
         )
         if out is not None:
             outputs.append(spread(out, 1, r.rows, query.shape[2]))
@@ -254,9 +268,8 @@ def headrank_attention(
     if run.keep_kv:
         run.kv[layer] = (key, value)
     plan = run.heads.get(layer)
-    mask = run.mask(sliding_window)
     output, captured = _layer_attention(
-        module, query, key, value, mask, run, plan, dropout=dropout, scaling=scaling, **kwargs
+        module, query, key, value, sliding_window, run, plan, dropout=dropout, scaling=scaling, **kwargs
     )
     if captured is not None:
         run.attention[layer] = captured

@@ -170,13 +170,14 @@ class SuffixLayout:
         """Each prompt's real rows and the keys it sees (its prefix, then its own spans), or None when no prompt
         of the batch is padded (then the batch runs whole)."""
         widths = [max(lengths) for lengths in zip(*self.span_lengths)]
+        if all(p == prefix_width for p in prefix_lengths) and all(list(n) == widths for n in self.span_lengths):
+            return None
         starts = [sum(widths[:s]) for s in range(len(widths))]
         out = []
         for lengths, prefix in zip(self.span_lengths, prefix_lengths):
             rows = tuple((start, start + n) for start, n in zip(starts, lengths))
             out.append(PromptRanges(rows, ((0, prefix), *((prefix_width + a, prefix_width + b) for a, b in rows))))
-        padded = any(p != prefix_width for p in prefix_lengths) or any(list(n) != widths for n in self.span_lengths)
-        return out if padded else None
+        return out
 
     def to(self, device) -> SuffixLayout:
         fields = vars(self).items()
