@@ -137,6 +137,13 @@ def useful_flops(config, depth: int, prompts: list[ListwisePrompt]) -> float:
     )
 
 
+def encode_all(ranker: HeadRanker, prompts, groups) -> None:
+    """The prefix passes alone, each batch's keys and values dropped before the next (holding every batch's would
+    time the allocator, not the pass)."""
+    for group in groups:
+        ranker.encode([prompts[i] for i in group])
+
+
 def headrank_rows(ranker: HeadRanker, prompts, budgets, peak: float, device: str, repeats: int, label: str):
     rows = []
     tokens = sum(len(p.input_ids) + len(p.calibration_ids) for p in prompts)
@@ -145,9 +152,7 @@ def headrank_rows(ranker: HeadRanker, prompts, budgets, peak: float, device: str
         variant = ranker.variant(max_batch_tokens=budget)
         groups = variant.batches(prompts)
         total, memory = timed(lambda v=variant: v.score_many(prompts), device, repeats)
-        prefix, _ = timed(
-            lambda v=variant, g=groups: [v.encode([prompts[i] for i in group]) for group in g], device, repeats
-        )
+        prefix, _ = timed(lambda v=variant, g=groups: encode_all(v, prompts, g), device, repeats)
         rows.append(
             {
                 "path": f"HeadRank, {label}" + (", one prompt per pass" if budget == 1 else ""),
@@ -209,9 +214,11 @@ def agreement(ranker: HeadRanker, prompts: list[ListwisePrompt], budget: int) ->
     return {"prompts": len(prompts), "max relative difference": worst, "identical rankings": same}
 
 
-def run(args) -> dict:
+@torch.no_grad()  # the encode calls timed here would otherwise keep every layer's activations for autograd
+def run(args, save=lambda result: None) -> dict:
     """Full depth first (and generation, which needs every layer), then the same model cut to the truncated
-    depth in place: one model in memory, the same weights and prompts for every row."""
+    depth in place: one model in memory, the same weights and prompts for every row. `save` gets the result
+    after each table, so a run stopped at its time limit still leaves the tables it finished."""
     spec = shapes(args.shapes)
     dtype = getattr(torch, args.dtype)
     model = build_model(spec, args.device, dtype)
@@ -221,22 +228,25 @@ def run(args) -> dict:
     prompts = {k: [synthetic_prompt(spec, k, rng) for _ in range(args.queries)] for k in args.top_k}
     budgets = sorted({1, *args.budgets})
     layers = spec.config.num_hidden_layers
-    rows: dict[int, list[dict]] = {k: [] for k in args.top_k}
+    result = {"peak TFLOP/s": peak / 1e12, "tables": {}}
+    tables = result["tables"]
+    for k in args.top_k:
+        tables[f"top-{k}"] = {"prompt tokens (mean)": statistics.fmean(len(p.input_ids) for p in prompts[k])}
+        tables[f"top-{k}"] |= {"rows": [], "agreement": None}
     full = HeadRanker(backbone, RankerConfig(heads=head_set(spec, layers)))
     for k in args.top_k:
-        rows[k] += headrank_rows(full, prompts[k], [1, budgets[-1]], peak, args.device, args.repeats, f"all {layers}")
+        rows = headrank_rows(full, prompts[k], [1, budgets[-1]], peak, args.device, args.repeats, f"all {layers}")
         if k in args.generate_at:
-            rows[k].append(generation_row(model, prompts[k], 4 * k, args.generation_batch, args.device))
+            rows.append(generation_row(model, prompts[k], 4 * k, args.generation_batch, args.device))
+        tables[f"top-{k}"]["rows"] = rows
+        save(result)
     cut = HeadRanker(backbone, RankerConfig(heads=head_set(spec, spec.depth)))  # cuts the model in place
-    result = {"peak TFLOP/s": peak / 1e12, "tables": {}}
     for k in args.top_k:
         truncated = headrank_rows(cut, prompts[k], budgets, peak, args.device, args.repeats, f"{spec.depth} layers")
         best = max(truncated, key=lambda r: r["queries/s"])["max_batch_tokens"]
-        result["tables"][f"top-{k}"] = {
-            "prompt tokens (mean)": statistics.fmean(len(p.input_ids) for p in prompts[k]),
-            "rows": truncated + rows[k],
-            "agreement": agreement(cut, prompts[k][: args.agreement], best),
-        }
+        tables[f"top-{k}"]["rows"] = truncated + tables[f"top-{k}"]["rows"]
+        tables[f"top-{k}"]["agreement"] = agreement(cut, prompts[k][: args.agreement], best)
+        save(result)
     return result
 
 
@@ -259,7 +269,9 @@ def markdown(result: dict, meta: dict) -> str:
             "",
             f"Batched vs one prompt per pass ({agree['prompts']} prompts): max relative score difference "
             f"{agree['max relative difference']:.2e}, identical rankings {agree['identical rankings']}/"
-            f"{agree['prompts']}.",
+            f"{agree['prompts']}."
+            if agree
+            else "Not finished: the truncated rows and the agreement check did not run.",
             "",
         ]
     lines += [f"{meta['machine']} | {meta['command']}"]
@@ -286,11 +298,14 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": machine(),
         "command": " ".join(["python -m benchmarks.throughput", *(argv if argv is not None else sys.argv[1:])]),
     }
-    result = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "throughput.json").write_text(json.dumps({"meta": meta, **result}, indent=1, default=str) + "\n")
-    (out / "throughput.md").write_text(markdown(result, meta))
+
+    def save(result: dict) -> None:
+        (out / "throughput.json").write_text(json.dumps({"meta": meta, **result}, indent=1, default=str) + "\n")
+        (out / "throughput.md").write_text(markdown(result, meta))
+
+    result = run(args, save)
     print(markdown(result, meta))
     return result
 

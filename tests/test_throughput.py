@@ -32,3 +32,24 @@ def test_synthetic_prompts_have_the_listwise_layout():
     assert all(8 <= b - a <= 16 for a, b in prompt.passage_spans)
     heads = head_set(spec, 2, count=4)
     assert heads.depth == 2 and len(heads.heads) == 4
+
+
+def test_a_run_stopped_early_leaves_the_tables_it_finished(tmp_path):
+    """gpu.sh runs each table under a time limit: every finished stage is written, the unfinished one says so."""
+    import argparse
+
+    from benchmarks.throughput import markdown, run
+
+    args = argparse.Namespace(
+        shapes="tiny", device="cpu", dtype="float32", top_k=[20], budgets=[4096], queries=2, repeats=1,
+        generate_at=[], generation_batch=2, agreement=2, peak_size=128,
+    )  # fmt: skip
+    snapshots = []
+    run(args, lambda result: snapshots.append(json.loads(json.dumps(result, default=str))))
+    first, last = snapshots[0]["tables"]["top-20"], snapshots[-1]["tables"]["top-20"]
+    assert len(snapshots) == 2 and first["agreement"] is None
+    assert [r["path"] for r in first["rows"]] == ["HeadRank, all 4, one prompt per pass", "HeadRank, all 4"]
+    assert len(last["rows"]) == 4 and last["agreement"]["identical rankings"] == 2
+    meta = {"shapes": "tiny", "dtype": "float32", "device": "cpu", "peak_size": 128, "queries": 2}
+    text = markdown(snapshots[0], meta | {"machine": "m", "command": "c"})
+    assert "Not finished" in text and "all 4" in text

@@ -469,3 +469,20 @@ def test_resume_refuses_a_checkpoint_of_other_data_and_says_what_differs(tmp_pat
     changed = PreferenceTrainer(_ranker(), TrainConfig(epochs=1, eval_every=1, lr=2e-3), identity={})
     with pytest.raises(ValueError, match="setting lr: 0.001 -> 0.002"):
         changed.resume(tmp_path)
+
+
+def test_curve_points_of_every_token_adapters_batch_lists_as_one_prompt_per_pass_does():
+    """Every-token adapters store no passage passes: a curve point that batches several lists in one pass (a GPU's
+    default budget) must encode them, as one prompt per pass does (it stacked a batch of Nones on the GPU)."""
+    points = []
+    for budget in (1, 100_000):
+        ranker = HeadRanker(
+            tiny_backbone(), RankerConfig(heads=HeadSet.of([(0, 1), (1, 0), (2, 3)]), max_batch_tokens=budget)
+        )
+        trainer = PreferenceTrainer(ranker, TrainConfig(adapters="all"))
+        assert len(ranker.batches([p for item in _items() for p in ranker.prompts(item.query, item.texts)])) == (
+            2 if budget == 1 else 1
+        )
+        points.append(trainer.evaluate(_items(), _items())["validation"])
+    assert points[0]["ndcg@10"] == pytest.approx(points[1]["ndcg@10"], abs=1e-6)
+    assert points[0]["pair_accuracy"] == points[1]["pair_accuracy"]

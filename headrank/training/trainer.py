@@ -69,6 +69,12 @@ class PreferenceTrainer:
     def prefix(self, prompt: ListwisePrompt):
         return self.prefixes.get(prompt) if self.prefixes is not None else None
 
+    @property
+    def prefix_for(self):
+        """The stored passage passes for batched scoring, or None when the passages are not frozen (every-token
+        adapters): then each batch encodes its own, never a batch of Nones."""
+        return self.prefixes.get if self.prefixes is not None else None
+
     def reference(self, prompt: ListwisePrompt) -> torch.Tensor:
         """The frozen base's scores of this prompt: they never change, so each is computed once."""
         key = prefix_key(prompt) + ":" + ",".join(map(str, prompt.query_ids))
@@ -142,8 +148,8 @@ class PreferenceTrainer:
         self.peft.eval()  # no LoRA dropout in a curve point
         point = {
             "step": self.steps_done,
-            "train": curve_point(self.ranker, sample, self.prefix),
-            "validation": curve_point(self.ranker, validation, self.prefix),
+            "train": curve_point(self.ranker, sample, self.prefix_for),
+            "validation": curve_point(self.ranker, validation, self.prefix_for),
         }
         point["seconds"] = time.perf_counter() - start
         self.history["evals"].append(point)
