@@ -7,9 +7,10 @@ from collections.abc import Sequence
 CPU_BATCH_TOKENS = 1
 """On a CPU one prompt per pass: on 2 cores (docs/benchmark.md, section 0, chosen on DL21) padded batches ran
 0.98x-1.31x the time of single prompts, so the default never pays for padding there."""
-GPU_BATCH_TOKENS = 65536
-"""On a GPU a pass needs many prompts to fill the device: 64k padded tokens is about 26 DL19 prompts of 2.5k.
-Not yet measured: benchmarks/gpu.sh times 16k, 64k and 128k, and the choice follows its table."""
+GPU_BATCH_TOKENS = 16384
+"""On a GPU a pass needs several prompts to fill the device: on an H200 at Qwen3-4B shapes (docs/benchmark.md,
+section 0) 16k padded tokens (about 7 top-20 prompts) ran 41.7 queries/s, 64k 39.0, 128k 39.4, one prompt per
+pass 30.4; for top-100 prompts (10k tokens) the budget changed nothing."""
 
 
 def default_batch_tokens(device: str) -> int:

@@ -10,6 +10,7 @@ import argparse
 import copy
 from dataclasses import dataclass, field, fields
 
+from headrank.batching import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
 from headrank.precision import DTYPE_CHOICES
 from headrank.prompt import ORDERS
 
@@ -106,8 +107,8 @@ def add_model_options(
         "--max-batch-tokens",
         type=int,
         default=None,
-        help="padded tokens per forward pass when prompts are batched (default: 1 on a CPU, one prompt per pass; "
-        "65536 on a GPU); a prompt longer than this runs alone",
+        help=f"padded tokens per forward pass when prompts are batched (default: {CPU_BATCH_TOKENS} on a CPU, one "
+        f"prompt per pass; {GPU_BATCH_TOKENS} on a GPU); a prompt longer than this runs alone",
     )
 
 
