@@ -89,6 +89,62 @@ def resolve_source(model: str) -> tuple[str, Path | None]:
     )
 
 
+def same_model(a: str, b: str) -> bool:
+    """Whether two model references name the same model: the same string, or the same file or folder (the
+    embedded name and the path of its GGUF, say). Nothing is loaded."""
+    if a == b:
+        return True
+    try:
+        paths = [resolve_source(name)[1] for name in (a, b)]
+    except BackboneError:
+        return False
+    return None not in paths and paths[0].resolve() == paths[1].resolve()
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    num_layers: int
+    num_heads: int
+
+
+def model_shape(model: str) -> ModelShape | None:
+    """Layers and heads of a model read from its metadata alone (a GGUF header, config.json): enough to refuse a
+    head that does not exist before a GGUF is converted or a weight is read. None where the metadata cannot be
+    had without loading (a hub id not in the local cache)."""
+    kind, path = resolve_source(model)
+    if kind == "gguf":
+        from gguf import GGUFReader
+
+        fields = GGUFReader(str(path)).fields
+
+        def value(key: str):
+            field = fields[key]
+            return field.parts[field.data[0]]
+
+        arch = bytes(value("general.architecture")).decode()
+        return ModelShape(int(value(f"{arch}.block_count")[0]), int(value(f"{arch}.attention.head_count")[0]))
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(str(path) if path else model)
+    except OSError:
+        return None
+    config = getattr(config, "text_config", None) or config
+    return ModelShape(config.num_hidden_layers, config.num_attention_heads)
+
+
+def check_device(device: str) -> None:
+    """A device this machine has, said before anything loads."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise BackboneError(f"unknown device {device!r}: {err}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__})")
+
+
 def _gguf_cache_dir(path: Path) -> Path:
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]

@@ -27,13 +27,24 @@ def _reference_ranker(args, heads: str):
     return load_method("icr" if heads == "all" else "selected", options)
 
 
-def _inference_plan(args):
-    """rerank, serve and rerank-distributed: the method the model flags name (see `methods.method_for`)."""
-    from headrank.methods import method_for, plan_method
+def _checked_plan(args, method: str | None = None):
+    """The reranker the flags name (`method`, or for rerank, serve and rerank-distributed the one
+    `methods.method_for` picks), with everything refused that can be before a weight is read."""
+    from headrank.methods import check_plan, method_for, plan_method
     from headrank.options import RankerOptions
 
     options = RankerOptions.from_args(args)
-    return plan_method(method_for(options), options)
+    plan = plan_method(method or method_for(options), options)
+    check_plan(plan)
+    return plan
+
+
+def _check_output(path: str | Path) -> None:
+    """An output that cannot be written is refused before the model loads, not after the work is done."""
+    path = Path(path)
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), Path("."))
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise OSError(f"cannot write {path}: " + ("it is a folder" if path.is_dir() else f"{parent} is not writable"))
 
 
 def cmd_rerank(args) -> None:
@@ -41,7 +52,8 @@ def cmd_rerank(args) -> None:
     from headrank.experiment import rerank_lists
     from headrank.methods import load_plan
 
-    plan = _inference_plan(args)
+    plan = _checked_plan(args)
+    _check_output(args.out)
     lists = load_candidates(args.candidates, args.queries, args.corpus)
     run, clock = rerank_lists(load_plan(plan), lists, args.top_k, progress=not args.quiet)
     write_run(args.out, run, tag=args.tag)
@@ -50,16 +62,16 @@ def cmd_rerank(args) -> None:
 
 def cmd_eval(args) -> None:
     from headrank.data import default_data_dir
+    from headrank.datasets import load_dataset
     from headrank.experiment import evaluate_method, summary
-    from headrank.methods import load_method
-    from headrank.options import RankerOptions
+    from headrank.methods import load_plan
 
-    ranker = load_method(args.method, RankerOptions.from_args(args))
+    plan = _checked_plan(args, args.method)
+    data = load_dataset(args.dataset, default_data_dir(args.data_dir))  # a missing dataset: before the model
     result = evaluate_method(
-        ranker,
+        load_plan(plan),
         args.method,
-        args.dataset,
-        default_data_dir(args.data_dir),
+        data,
         args.top_k,
         args.limit,
         Path(args.out),
@@ -315,11 +327,11 @@ def _candidate_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args) -> None:
     from headrank.methods import load_plan
-    from headrank.serve import ServeConfig, serve
+    from headrank.serve import ServeConfig, bind, serve
 
     if not 0 <= args.port <= 65535:  # refused before the model loads, not by the socket after it
         raise ValueError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
-    plan = _inference_plan(args)
+    plan = _checked_plan(args)
     config = ServeConfig(
         model_name=args.name or Path(plan.kwargs.get("folder") or plan.kwargs["model"]).name,
         max_documents=args.max_documents,
@@ -329,7 +341,8 @@ def cmd_serve(args) -> None:
         max_batch_requests=args.max_batch_requests,
         shutdown_grace=args.shutdown_grace,
     )
-    serve(load_plan(plan), args.host, args.port, config)
+    sock = bind(args.host, args.port)  # a port in use is refused now, not after the model has loaded
+    serve(load_plan(plan), args.host, args.port, config, sock=sock)
 
 
 def cmd_rerank_distributed(args) -> None:
@@ -349,11 +362,8 @@ def cmd_rerank_distributed(args) -> None:
         batch_size=args.batch_size,
         address=args.address,
     )
-    plan = _inference_plan(args)  # a flag that cannot apply fails here, not in every worker
-    if not args.address and plan.loader == "heads":  # (a cluster's nodes may see paths this machine does not)
-        from headrank.backbone import resolve_source
-
-        resolve_source(plan.kwargs["model"])
+    plan = _checked_plan(args)  # a flag that cannot apply fails here, not in every worker
+    _check_output(args.out)
     lists = load_candidates(args.candidates, args.queries, args.corpus)
     with Stopwatch() as clock:
         table = rerank_distributed(

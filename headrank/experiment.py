@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from headrank.artifact import NO_ADAPTER
 from headrank.data import CandidateList, RankedRun, run_from_ranking, scored, write_run
-from headrank.datasets import load_dataset
+from headrank.datasets import Dataset
 from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
 from headrank.ranker import HeadRanker
 from headrank.results import Reranker
@@ -96,20 +96,18 @@ class EvalResult:
 def evaluate_method(
     ranker: Reranker | None,
     method: str,
-    dataset: str,
-    data_dir: Path,
+    data: Dataset,
     top_k: int = 20,
     limit: int | None = None,
     out: Path | None = None,
     progress: bool = True,
 ) -> EvalResult:
-    """Rerank a named dataset with a ranker (or none, for BM25) and score it with ir-measures."""
-    data = load_dataset(dataset, data_dir)
+    """Rerank a dataset with a ranker (or none, for BM25) and score it with ir-measures."""
     lists = data.judged()[:limit] if limit else data.judged()
     model_scores: dict[str, dict[str, float]] = {}
     run, clock = rerank_lists(ranker, lists, top_k, progress, model_scores)
     metrics = {
-        "dataset": dataset,
+        "dataset": data.name,
         "method": method,
         **describe_ranker(ranker),
         "top_k": top_k,

@@ -53,7 +53,9 @@ def method_for(options: RankerOptions) -> str:
     if options.artifact or _is_artifact(options.model):
         return "headrank"
     if options.heads is None:
-        return "headrank" if options.model == "embedded" else "icr"
+        from headrank.backbone import EMBEDDED, same_model
+
+        return "headrank" if same_model(options.model, EMBEDDED) else "icr"
     return "icr" if options.heads == "all" else "selected"
 
 
@@ -66,12 +68,13 @@ def plan_method(method: str, options: RankerOptions) -> MethodPlan:
     refused = sorted(name for name in options.given if name not in uses)
     if method == "icr" and options.heads == "all":
         refused = [name for name in refused if name != "heads"]
-    if method == "headrank" and "model" in options.given and not _is_artifact(options.model):
-        refused = sorted({*refused, "model"})
-    if method == "headrank" and options.artifact and "model" in options.given:
-        raise ValueError("give the artifact once: --artifact or --model ARTIFACT_FOLDER, not both")
     if options.artifact and not _is_artifact(options.artifact):
         raise ValueError(f"--artifact {options.artifact} is not a trained artifact folder (no headrank.json)")
+    if method == "headrank" and "model" in options.given:
+        if options.artifact and _is_artifact(options.model):
+            raise ValueError("give the artifact once: --artifact or --model ARTIFACT_FOLDER, not both")
+        if not _is_artifact(options.model):
+            _check_artifact_base(options.model, options.artifact)
     if refused:
         names = ", ".join(FLAGS[name] for name in refused)
         raise ValueError(f"{names} cannot apply to --method {method}: {why}")
@@ -124,7 +127,32 @@ def load_method(method: str, options: RankerOptions | None = None):
     return load_plan(plan_method(method, options or RankerOptions()))
 
 
+def check_plan(plan: MethodPlan) -> None:
+    """Everything about a plan that can be refused before the first weight is read (a GGUF converted, a hub
+    download begun): the model reference, the device, and that every head exists in the model."""
+    if plan.loader in ("none", "dense"):
+        return
+    from headrank.backbone import check_device, model_shape, resolve_source
+
+    check_device(plan.kwargs["device"])
+    if plan.loader == "artifact":
+        from headrank.artifact import read_manifest
+
+        resolve_source(read_manifest(plan.kwargs["folder"])["base_model"])
+        return
+    if plan.loader == "heads" and plan.kwargs["heads"] != "all":
+        from headrank.headset import HeadSet
+
+        shape = model_shape(plan.kwargs["model"])
+        if shape is not None:
+            HeadSet.parse(plan.kwargs["heads"]).resolve(shape.num_layers, shape.num_heads)
+    else:
+        resolve_source(plan.kwargs["model"])
+
+
 def load_plan(plan: MethodPlan):
+    """Load what `plan` names, after `check_plan` (which the caller may have run earlier, before other work)."""
+    check_plan(plan)
     kwargs = dict(plan.kwargs)
     if plan.loader == "none":
         return None
@@ -142,6 +170,25 @@ def load_plan(plan: MethodPlan):
     if plan.loader == "artifact":
         return HeadRanker.from_artifact(kwargs.pop("folder"), **kwargs)
     return HeadRanker.from_pretrained(kwargs.pop("model"), kwargs.pop("heads"), **kwargs)
+
+
+def _check_artifact_base(model: str, artifact: str | None) -> None:
+    """`--model` beside a HeadRank artifact may only name the model it was trained on (the default's: "embedded");
+    any other model gets the ways to rerank with it."""
+    from headrank.artifact import DEFAULT_ARTIFACT, read_manifest
+    from headrank.backbone import same_model
+
+    folder = artifact or str(DEFAULT_ARTIFACT)
+    base = read_manifest(folder)["base_model"]
+    if same_model(model, base):
+        return
+    which = f"--artifact {folder}" if artifact else "the default HeadRank"
+    raise ValueError(
+        f"--model {model} is not the base of {which} (trained on {base!r}): an artifact runs only on its own base. "
+        f"For {model}: --heads all (ICR, every head), --heads FILE (heads from `headrank select-heads --model "
+        f"{model}`), --artifact DIR (an artifact trained on it), or `headrank reproduce --model {model}` (select "
+        "and train one)"
+    )
 
 
 def _is_artifact(path: str | None) -> bool:

