@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -577,10 +578,14 @@ def main(argv: list[str] | None = None) -> int:
     from headrank.prompt import PromptError
 
     bars = hf_logging.is_progress_bar_enabled()
-    if getattr(args, "quiet", False):  # transformers' own bars too ("Loading weights" on every model load)
+    quiet = getattr(args, "quiet", False)
+    if quiet:  # transformers' own bars too ("Loading weights" on every model load)
         hf_logging.disable_progress_bar()
     try:
-        args.func(args)
+        # quiet: what libraries print to stderr (the GGUF converter's bar, warnings) goes nowhere; logging keeps
+        # its handlers' stream, and errors are printed below, after the redirection ends
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink) if quiet else contextlib.nullcontext():
+            args.func(args)
     except (BackboneError, DataError, HeadSetError, PromptError, ValueError, TypeError, OSError) as err:
         print(f"headrank: error: {err}", file=sys.stderr)
         return 2

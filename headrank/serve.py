@@ -706,4 +706,10 @@ def serve(
     """Serve until SIGTERM/SIGINT, on `sock` when one was bound already (see `bind`), else on host:port."""
     config = config or ServeConfig()
     server = http_server(create_app(ranker, config), config.shutdown_grace, host=host, port=port)
+    if sock is not None:  # uvicorn says where it listens only for sockets it binds itself: say it the same way
+        bound = sock.getsockname()
+        address = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", address, bound[1]
+        )
     server.run(sockets=[sock] if sock is not None else None)

@@ -278,12 +278,14 @@ def test_headrank_serve_command(tmp_path, monkeypatch):
     started = {}
 
     def http_server(app, grace, host, port):
-        return types.SimpleNamespace(run=lambda: started.update(app=app, host=host, port=port, grace=grace))
+        return types.SimpleNamespace(run=lambda sockets: started.update(app=app, host=host, port=port, sockets=sockets))
 
     monkeypatch.setattr(headrank.serve, "http_server", http_server)
     folder = save_tiny(tmp_path / "tiny")
-    assert main(["serve", "--model", str(folder), "--port", "8123", "--name", "tiny-cli", "--max-documents", "2"]) == 0
-    assert (started["host"], started["port"]) == ("127.0.0.1", 8123)
+    assert main(["serve", "--model", str(folder), "--port", "0", "--name", "tiny-cli", "--max-documents", "2"]) == 0
+    (sock,) = started["sockets"]  # bound before the model loaded, on a port of the system's choosing
+    assert (started["host"], started["port"]) == ("127.0.0.1", 0) and sock.getsockname()[1] > 0
+    sock.close()
     with served(started["app"]) as client:
         assert client.get("/health").json()["model"] == "tiny-cli"
         answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS[:2]})
