@@ -160,7 +160,7 @@ def cmd_train(args) -> None:
 
 
 _TRAIN_FIELDS = {
-    "loss": "dpo: the paper's pair loss on ALPS pairs; listwise: cross-entropy against graded gains",
+    "loss": "",  # from the objectives table (training/objectives.py)
     "beta": "preference sharpness, in units of the list's reference score spread",
     "gamma": "entropy weight",
     "eta": "middle-zone variance weight",
@@ -198,10 +198,11 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     from dataclasses import fields
 
     from headrank.training import config as training_config
+    from headrank.training.objectives import OBJECTIVES
 
     defaults = training_config.TrainConfig()
     choices = {
-        "loss": training_config.LOSSES,
+        "loss": tuple(OBJECTIVES),
         "pairs": training_config.PAIR_MODES,
         "adapters": training_config.ADAPTER_MODES,
         "order": training_config.TRAIN_ORDERS,
@@ -217,7 +218,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
             type=kinds[name],
             default=getattr(defaults, name),
             choices=choices.get(name),
-            help=help_text,
+            help="; ".join(o.help for o in OBJECTIVES.values()) if name == "loss" else help_text,
         )
 
 

@@ -53,10 +53,15 @@ def ndcg_at(scores: np.ndarray, grades: np.ndarray, ideal: Sequence[int], k: int
     return dcg / idcg if idcg > 0 else np.zeros(dcg.shape)
 
 
+def adjacent_pairs(grades: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(d+, d-) positions of every pair whose grades differ by exactly one: what selection measures, ALPS samples,
+    the listwise loss and the learning curves count."""
+    return np.nonzero(grades[:, None] - grades[None, :] == 1)
+
+
 def adjacent_pair_accuracy(scores: np.ndarray, grades: np.ndarray) -> tuple[np.ndarray, int]:
     """Per row, the share of pairs whose grades differ by exactly one that the scores order right."""
-    diff = grades[:, None] - grades[None, :]
-    plus, minus = np.nonzero(diff == 1)
+    plus, minus = adjacent_pairs(grades)
     if len(plus) == 0:
         return np.zeros(scores.shape[0]), 0
     return (scores[:, plus] > scores[:, minus]).mean(-1), len(plus)

@@ -486,3 +486,23 @@ def test_curve_points_of_every_token_adapters_batch_lists_as_one_prompt_per_pass
         points.append(trainer.evaluate(_items(), _items())["validation"])
     assert points[0]["ndcg@10"] == pytest.approx(points[1]["ndcg@10"], abs=1e-6)
     assert points[0]["pair_accuracy"] == points[1]["pair_accuracy"]
+
+
+def test_every_loss_is_one_row_of_the_objectives_table():
+    """The trainer looks losses up by name and never branches on one; an unknown name is a clear error."""
+    import inspect
+
+    from headrank.training import trainer as trainer_module
+    from headrank.training.objectives import OBJECTIVES, objective
+
+    assert set(OBJECTIVES) == {"dpo", "listwise"} and '"dpo"' not in inspect.getsource(trainer_module)
+    with pytest.raises(ValueError, match="loss must be one of \\('dpo', 'listwise'\\)"):
+        PreferenceTrainer(_ranker(), TrainConfig(loss="hinge"))
+    grades = _item().grades
+    s_ref = torch.tensor([0.1, 0.4, 0.9, 0.7, 0.3])
+    s = s_ref + torch.tensor([0.0, 0.1, -0.1, 0.2, 0.0])
+    sharp = TrainConfig(beta=2.0)  # listwise: beta divides the temperature
+    loss, plus, minus = objective("listwise").loss(s, s_ref, grades, torch.tensor(1.0), sharp, None)
+    assert float(loss) == pytest.approx(float(listwise_loss(s, grades, scale=0.5)))
+    assert sorted(zip(plus, minus)) == [(1, 0), (2, 3), (3, 1), (3, 4), (4, 0)]  # grades 0 1 3 2 1: apart by one
+    assert objective("listwise").loss(s, s_ref, np.zeros(5), torch.tensor(1.0), TrainConfig(), None) is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PAIR_MODES = ("alps", "random")
-LOSSES = ("dpo", "listwise")
 ADAPTER_MODES = ("query", "all")
 TRAIN_ORDERS = ("random", "inference")
 CACHE_DTYPES = ("model", "float16", "bfloat16", "float32")
@@ -14,7 +13,7 @@ CACHE_DTYPES = ("model", "float16", "bfloat16", "float32")
 @dataclass(frozen=True)
 class TrainConfig:
     loss: str = "dpo"
-    """dpo: the paper's preference loss on ALPS pairs; listwise: softmax cross-entropy against graded gains."""
+    """a name in `objectives.OBJECTIVES` (checked where the trainer looks it up)."""
     beta: float = 1.0
     """sharpness of the preference loss, in units of the list's reference score spread (`standardise`)."""
     standardise: bool = True
@@ -72,7 +71,6 @@ class TrainConfig:
     def __post_init__(self):
         for name, allowed in (
             ("pairs", PAIR_MODES),
-            ("loss", LOSSES),
             ("adapters", ADAPTER_MODES),
             ("order", TRAIN_ORDERS),
             ("cache_dtype", CACHE_DTYPES),

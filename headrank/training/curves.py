@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headrank.evaluate import ndcg_at
+from headrank.evaluate import adjacent_pairs, ndcg_at
 from headrank.prompt import ListwisePrompt
 from headrank.ranker import HeadRanker
 from headrank.scoring import PrefixBatch
@@ -40,7 +40,7 @@ def curve_point(
     ndcgs, right, pairs = [], 0, 0
     for item, scores in zip(items, list_scores(ranker, items, prefix_for)):
         ndcgs.append(float(ndcg_at(scores[None], item.grades, item.ideal)[0]))
-        plus, minus = np.nonzero(item.grades[:, None] - item.grades[None, :] == 1)
+        plus, minus = adjacent_pairs(item.grades)
         right += int((scores[plus] > scores[minus]).sum())
         pairs += len(plus)
     return {"ndcg@10": float(np.mean(ndcgs)) if ndcgs else None, "pair_accuracy": right / pairs if pairs else None}

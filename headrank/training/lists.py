@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from headrank.data import CandidateList, Qrels
+from headrank.evaluate import adjacent_pairs
 from headrank.results import document_text
 
 
@@ -31,7 +32,7 @@ def training_lists(lists: Sequence[CandidateList], qrels: Qrels, size: int) -> l
         head = lst.head(size)
         judged = qrels.get(lst.qid, {})
         grades = np.asarray([judged.get(d, 0) for d in head.docids()], dtype=float)
-        if (grades[:, None] - grades[None, :] == 1).any():
+        if len(adjacent_pairs(grades)[0]):
             texts = [document_text(d, i) for i, d in enumerate(head.documents())]
             out.append(TrainingList(lst.qid, lst.query, texts, grades, sorted(judged.values(), reverse=True)))
     return out

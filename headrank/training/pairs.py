@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from headrank.evaluate import middle_zone
+from headrank.evaluate import adjacent_pairs, middle_zone
 from headrank.training.config import TrainConfig
 
 
@@ -21,8 +21,7 @@ def alps_pairs(
 ) -> list[tuple[int, int]]:
     """Hard adjacent-level pairs (d+, d-) by input position: grades differ by exactly one; mis-ordered or
     close pairs first, middle-zone pairs over-sampled; filled up with the easy ones."""
-    diff = grades[:, None] - grades[None, :]
-    plus, minus = np.nonzero(diff == 1)
+    plus, minus = adjacent_pairs(grades)
     if len(plus) == 0:
         return []
     zone = middle_zone(len(grades))

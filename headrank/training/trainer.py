@@ -20,14 +20,9 @@ from headrank.ranker import HeadRanker
 from headrank.training.config import TrainConfig
 from headrank.training.curves import curve_point
 from headrank.training.lists import TrainingList
-from headrank.training.losses import (
-    distribution_regularizer,
-    listwise_loss,
-    preference_loss,
-    reference_kl,
-    score_scale,
-)
-from headrank.training.pairs import sample_pairs, stable_seed
+from headrank.training.losses import distribution_regularizer, reference_kl, score_scale
+from headrank.training.objectives import objective
+from headrank.training.pairs import stable_seed
 from headrank.training.prefix_cache import PrefixStore, prefix_key
 
 
@@ -43,6 +38,7 @@ class PreferenceTrainer:
         from peft import LoraConfig, get_peft_model
 
         self.ranker, self.config = ranker, config
+        self.objective = objective(config.loss)
         self.identity = identity or {}
         """what a checkpoint must have been trained on to be resumed here (data, split, heads, base model)."""
         torch.manual_seed(config.seed)
@@ -100,17 +96,10 @@ class PreferenceTrainer:
             s_ref = self.reference(prompt)
             s_theta = self.ranker.prompt_scores(prompt, self.prefix(prompt)).scores
             scale = score_scale(s_ref, config)
-            if config.loss == "dpo":
-                pairs = sample_pairs(grades, (s_theta.detach() / scale).cpu().numpy(), config, rng)
-                if not pairs:
-                    continue
-                main = preference_loss(s_theta, s_ref, pairs, config.beta, scale)
-                plus, minus = np.asarray(pairs).T
-            else:
-                if grades.max() <= 0:
-                    continue
-                main = listwise_loss(s_theta, grades, scale / config.beta)
-                plus, minus = np.nonzero(grades[:, None] - grades[None, :] == 1)
+            judged = self.objective.loss(s_theta, s_ref, grades, scale, config, rng)
+            if judged is None:
+                continue
+            main, plus, minus = judged
             s = s_theta.detach().cpu().numpy()
             right += int((s[plus] > s[minus]).sum())
             pairs_seen += len(plus)
