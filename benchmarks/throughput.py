@@ -17,13 +17,12 @@ import json
 import random
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from benchmarks.perf import PeakMemory, pass_flops, sync
+from benchmarks.timing import matmul_throughput, pass_flops, timed
 from headrank.backbone import Backbone
 from headrank.evaluate import format_table, machine
 from headrank.headset import HeadSet
@@ -102,32 +101,11 @@ def head_set(spec: Shapes, depth: int, count: int = 16) -> HeadSet:
     return HeadSet.of({(layer, (7 * i) % heads) for i, layer in enumerate(layers)})
 
 
-def peak_matmul(device: str, dtype: torch.dtype, size: int) -> float:
-    """FLOP/s (wall) of a square bf16 matmul: the roof the achieved FLOP/s is measured against."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    sync(device)
-    repeats, start = 10, time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    sync(device)
-    return 2.0 * size**3 * repeats / (time.perf_counter() - start)
-
-
-def timed(fn, device: str, repeats: int) -> tuple[float, float]:
+def measured(fn, device: str, repeats: int) -> tuple[float, float]:
     """(median wall seconds, peak memory MB) of `repeats` calls after one warm-up."""
     fn()
-    seconds = []
-    with PeakMemory(device) as memory:
-        for _ in range(repeats):
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), memory.peak_mb
+    timing, _ = timed(fn, device, repeats)
+    return timing.per_query, timing.peak_mb
 
 
 def useful_flops(config, depth: int, prompts: list[ListwisePrompt]) -> float:
@@ -151,8 +129,8 @@ def headrank_rows(ranker: HeadRanker, prompts, budgets, peak: float, device: str
     for budget in budgets:
         variant = ranker.variant(max_batch_tokens=budget)
         groups = variant.batches(prompts)
-        total, memory = timed(lambda v=variant: v.score_many(prompts), device, repeats)
-        prefix, _ = timed(lambda v=variant, g=groups: encode_all(v, prompts, g), device, repeats)
+        total, memory = measured(lambda v=variant: v.score_many(prompts), device, repeats)
+        prefix, _ = measured(lambda v=variant, g=groups: encode_all(v, prompts, g), device, repeats)
         rows.append(
             {
                 "path": f"HeadRank, {label}" + (", one prompt per pass" if budget == 1 else ""),
@@ -187,7 +165,7 @@ def generation_row(model, prompts, new_tokens: int, batch: int, device: str) -> 
             pad_token_id=0,
         )
 
-    seconds, memory = timed(run, device, 1)
+    seconds, memory = measured(run, device, 1)
     return {
         "path": f"generation (RankGPT-style, full depth, {new_tokens} tokens, batch {len(ids)})",
         "max_batch_tokens": len(ids) * length,
@@ -223,7 +201,7 @@ def run(args, save=lambda result: None) -> dict:
     dtype = getattr(torch, args.dtype)
     model = build_model(spec, args.device, dtype)
     backbone = Backbone(model, tiny_tokenizer(), spec.name, spec.name)
-    peak = peak_matmul(args.device, dtype, args.peak_size)
+    peak = matmul_throughput(args.device, args.peak_size, args.peak_size, args.peak_size, dtype=dtype)
     rng = random.Random(0)
     prompts = {k: [synthetic_prompt(spec, k, rng) for _ in range(args.queries)] for k in args.top_k}
     budgets = sorted({1, *args.budgets})

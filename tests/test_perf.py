@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.perf import PeakMemory, pass_flops
+from benchmarks.timing import PeakMemory, pass_flops
 from headrank.family import ModelFamily
 from headrank.prompt import ListwisePrompt
 from headrank.scoring import encode_prefixes
