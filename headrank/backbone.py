@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from headrank import gguf_cache
 from headrank.capture import IMPLEMENTATION, register_attention
 from headrank.family import set_depth
 from headrank.precision import Precision, choose_dtype
@@ -89,26 +90,29 @@ def resolve_source(model: str) -> tuple[str, Path | None]:
     )
 
 
-def _gguf_cache_dir(path: Path) -> Path:
+def _gguf_cache_dir(path: Path, dtype: str) -> Path:
+    """One converted copy per GGUF file and dtype: each is written in the dtype it runs in."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_root() / "models" / f"{path.stem}-{key}"
+    return cache_root() / "models" / f"{path.stem}-{key}-{dtype}"
 
 
-def _convert_gguf(path: Path, target: Path) -> None:
-    """Dequantize once and keep a safetensors copy: GGUF loads take 12-45 s, the copy about one."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("dequantizing %s once into %s", path, target)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = target.with_name(target.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
+def _gguf_folder(model: str, path: Path, dtype: str, depth: int | None) -> Path:
+    """The converted copy of the GGUF, made first (tensor by tensor) if missing, once memory is known to suffice."""
+    folder = _gguf_cache_dir(path, dtype)
+    itemsize = DTYPES[dtype].itemsize
+    try:
+        if not folder.is_dir():
+            tensors = gguf_cache.gguf_tensors(path)
+            need = gguf_cache.kept_bytes(tensors, itemsize, depth)
+            gguf_cache.check_fits(max(need, gguf_cache.conversion_bytes(tensors, itemsize)), model)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            gguf_cache.convert(path, folder, DTYPES[dtype])
+        else:
+            gguf_cache.check_fits(gguf_cache.kept_bytes(gguf_cache.cached_tensors(folder), itemsize, depth), model)
+    except gguf_cache.MemoryShortage as err:
+        raise BackboneError(str(err)) from None
+    return folder
 
 
 def _gguf_fingerprint(path: Path, folder: Path) -> str:
@@ -194,10 +198,7 @@ def load_backbone(model: str, dtype: str = "auto", device: str = "cpu", depth: i
     register_attention()
     kind, path = resolve_source(model)
     if kind == "gguf":
-        folder = _gguf_cache_dir(path)
-        if not folder.is_dir():
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            _convert_gguf(path, folder)
+        folder = _gguf_folder(model, path, dtype, depth)
         fingerprint = "gguf-sha256:" + _gguf_fingerprint(path, folder)
         location = str(folder)
     elif kind == "folder":
