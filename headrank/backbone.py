@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -115,6 +116,20 @@ def _gguf_folder(model: str, path: Path, dtype: str, depth: int | None) -> Path:
     return folder
 
 
+def model_fingerprint(model: str) -> str:
+    """The fingerprint `load_backbone` gives `model`, without loading it (a GGUF converted before is not hashed
+    again: its record in the cache is read)."""
+    kind, path = resolve_source(model)
+    if kind == "hub":
+        return "hub:" + model
+    if kind == "folder":
+        return "folder:" + _folder_fingerprint(path)
+    for folder in sorted(_gguf_cache_dir(path, "float32").parent.glob(_gguf_cache_dir(path, "*").name)):
+        if folder.is_dir():
+            return "gguf-sha256:" + _gguf_fingerprint(path, folder)
+    return "gguf-sha256:" + file_fingerprint(path)
+
+
 def _gguf_fingerprint(path: Path, folder: Path) -> str:
     """sha256 of the GGUF file itself (stable across machines), computed once per cached conversion."""
     record = folder / "headrank-source.json"
@@ -126,8 +141,15 @@ def _gguf_fingerprint(path: Path, folder: Path) -> str:
 
 
 def file_fingerprint(path: Path) -> str:
+    """sha256 of a file, hashed once per path, size and modification time in a process (a GGUF is GBs)."""
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

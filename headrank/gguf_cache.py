@@ -131,18 +131,16 @@ def _write_shards(path: Path, config, folder: Path, dtype: torch.dtype) -> dict[
         TENSOR_PROCESSORS,
         TensorProcessor,
         get_gguf_hf_weights_map,
-        load_gguf_checkpoint,
         read_field,
     )
 
-    parsed = load_gguf_checkpoint(str(path))  # metadata only: the config dict the processors read
     reader = GGUFReader(path)
     architecture = read_field(reader, "general.architecture")[0]
-    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=parsed["config"])
+    processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=config.to_dict())
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     names = get_gguf_hf_weights_map(skeleton, processor)
-    parsed["tensors"] = {}  # where the mixture-of-experts processors assemble expert tensors across calls
+    parsed = {"tensors": {}}  # where the mixture-of-experts processors assemble expert tensors across calls
     shards = _Shards(folder)
     for tensor in reader.tensors:
         weights = dequantize(tensor.data, tensor.tensor_type)
@@ -150,12 +148,19 @@ def _write_shards(path: Path, config, folder: Path, dtype: torch.dtype) -> dict[
             weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters=parsed
         )
         if result.name in names:
-            shards.add(names[result.name], torch.from_numpy(np.copy(result.weights)).to(dtype))
+            shards.add(names[result.name], _torch(result.weights, np).to(dtype))
         del weights, result
         _release_pages(reader)
     for name, assembled in parsed["tensors"].items():
         shards.add(name, assembled.to(dtype))
     return shards.close()
+
+
+def _torch(weights, np) -> torch.Tensor:
+    """The tensor transformers makes of `weights` (`np.copy`), copying only what is a view of the mapped file."""
+    if weights.flags.writeable:
+        return torch.from_numpy(np.ascontiguousarray(weights))
+    return torch.from_numpy(np.copy(weights))
 
 
 def _release_pages(reader) -> None:

@@ -53,7 +53,7 @@ def method_for(options: RankerOptions) -> str:
     if options.artifact or _is_artifact(options.model):
         return "headrank"
     if options.heads is None:
-        return "headrank" if options.model == "embedded" else "icr"
+        return "headrank" if options.model == "embedded" else _shipped_or_icr(options.model)
     return "icr" if options.heads == "all" else "selected"
 
 
@@ -99,6 +99,8 @@ def plan_method(method: str, options: RankerOptions) -> MethodPlan:
         return MethodPlan(method, "artifact", {"folder": folder, **common})
     if method == "icr":
         heads = "all"
+    elif options.heads is None and method == "selected" and (shipped := _shipped(options.model)):
+        heads = str(shipped.heads)
     elif options.heads in (None, "all"):
         raise ValueError(f"--method {method} needs --heads (a head-set file from `headrank select-heads`)")
     else:
@@ -142,6 +144,22 @@ def load_plan(plan: MethodPlan):
     if plan.loader == "artifact":
         return HeadRanker.from_artifact(kwargs.pop("folder"), **kwargs)
     return HeadRanker.from_pretrained(kwargs.pop("model"), kwargs.pop("heads"), **kwargs)
+
+
+def _shipped(model: str):
+    from headrank.registry import shipped_heads
+
+    return shipped_heads(model)
+
+
+def _shipped_or_icr(model: str) -> str:
+    """'selected' with the model's shipped heads (headrank.registry), else 'icr', said on stderr."""
+    if _shipped(model):
+        return "selected"
+    from headrank.registry import say_fallback
+
+    say_fallback(model)
+    return "icr"
 
 
 def _is_artifact(path: str | None) -> bool:

@@ -137,3 +137,61 @@ def test_qwen25_coder_1p5b_loads_cut_to_two_layers(monkeypatch):
     backbone = load_backbone(str(path), dtype="bfloat16", depth=2)
     assert backbone.num_layers == 2 and backbone.num_heads == 12
     assert len(set(HeadRanker(backbone).score(FLEA_QUERY, DOCS))) == len(DOCS)
+
+
+def _plan(model: str, *flags: str):
+    from headrank.methods import method_for, plan_method
+    from headrank.options import RankerOptions
+
+    options = RankerOptions(model=model, given=frozenset({"model", *flags}))
+    return plan_method(method_for(options), options)
+
+
+def test_a_model_with_shipped_heads_ranks_with_them_without_heads(tiny_gguf, tmp_path, monkeypatch, capsys):
+    from headrank import registry
+    from headrank.headset import HeadSet
+
+    path, _ = tiny_gguf
+    heads = tmp_path / "tiny-heads.json"
+    HeadSet.of([(1, 0), (1, 3)]).save(heads)
+    entry = registry.ShippedHeads("tiny", heads, frozenset({"gguf-sha256:" + file_fingerprint(path)}))
+    monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, entry))
+    plan = _plan(str(path))
+    assert (plan.method, plan.kwargs["heads"]) == ("selected", str(heads))
+    assert capsys.readouterr().err == ""
+    ranker = HeadRanker.from_pretrained(str(path), plan.kwargs["heads"], dtype="float32")
+    assert ranker.backbone.num_layers == 2  # the shipped heads' depth, not the file's 4 layers
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY[:-1])
+    capsys.readouterr()  # the load's progress bar
+    plan = _plan(str(path))
+    assert (plan.method, plan.kwargs["heads"]) == ("icr", "all")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "all heads (ICR)" in err and f"select-heads --model {path}" in err
+
+
+def test_the_embedded_model_is_registered_by_its_file_and_its_hub_id():
+    from headrank.artifact import DEFAULT_ARTIFACT, read_manifest
+    from headrank.backbone import embedded_gguf, model_fingerprint
+    from headrank.headset import HeadSet
+    from headrank.registry import shipped_heads
+
+    by_file = shipped_heads(str(embedded_gguf()))
+    assert by_file is not None and by_file is shipped_heads("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert model_fingerprint("embedded") in by_file.fingerprints
+    assert HeadSet.parse(by_file.heads) == HeadSet.from_dict(read_manifest(DEFAULT_ARTIFACT))  # the default's heads
+    assert shipped_heads("org/unknown-model") is None and shipped_heads("/no/such/model.gguf") is None
+
+
+def test_load_benchmark_measures_both_loaders_on_a_fresh_and_a_warm_cache(tiny_gguf, tmp_path):
+    from benchmarks.gguf_load import main, measure_one
+
+    path, original = tiny_gguf
+    rows = main(["--model", str(path), "--dtype", "float32", "--out", str(tmp_path / "rows.json")])
+    params = sum(p.numel() * p.element_size() for p in original.parameters())
+    assert [(r["loader"], r["cache"], r["layers"], r["weights"]) for r in rows] == [
+        (loader, cache, 4, params) for loader in ("old", "new") for cache in ("fresh", "warm")
+    ]
+    assert all(r["peak_rss_forward"] >= r["peak_rss"] > r["baseline_rss"] > 0 for r in rows)
+    assert json.loads((tmp_path / "rows.json").read_text()) == rows
+    cut = measure_one("new", str(path), "float32", 2, tmp_path)
+    assert cut["layers"] == 2 and cut["weights"] == gguf_cache.kept_bytes(gguf_cache.gguf_tensors(path), 4, 2)
