@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import mmap
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,7 @@ class MemoryShortage(ValueError):
 
 
 @dataclass(frozen=True)
-class Tensor:
+class TensorInfo:
     """A tensor's name (GGUF or transformers), element count and, for layer weights, its layer."""
 
     name: str
@@ -41,7 +43,7 @@ class Tensor:
         return None if match is None else int(match.group(1))
 
 
-def kept_bytes(tensors: Iterable[Tensor], itemsize: int, depth: int | None) -> int:
+def kept_bytes(tensors: Iterable[TensorInfo], itemsize: int, depth: int | None) -> int:
     """Bytes of the weights a load keeps: every tensor outside the layers, and the layers below `depth`."""
     return sum(t.numel * itemsize for t in tensors if depth is None or t.layer is None or t.layer < depth)
 
@@ -69,14 +71,14 @@ def check_fits(need: int, what: str, available: int | None = None) -> None:
         )
 
 
-def gguf_tensors(path: Path) -> list[Tensor]:
+def gguf_tensors(path: Path) -> list[TensorInfo]:
     """The GGUF's tensors from its header alone (the reader memory-maps the file and reads no weights)."""
     from gguf import GGUFReader
 
-    return [Tensor(t.name, int(t.n_elements)) for t in GGUFReader(path).tensors]
+    return [TensorInfo(t.name, int(t.n_elements)) for t in GGUFReader(path).tensors]
 
 
-def cached_tensors(folder: Path) -> list[Tensor]:
+def cached_tensors(folder: Path) -> list[TensorInfo]:
     """The converted shards' tensors, from the safetensors headers alone."""
     from safetensors import safe_open
 
@@ -84,18 +86,11 @@ def cached_tensors(folder: Path) -> list[Tensor]:
     for shard in sorted(folder.glob("*.safetensors")):
         with safe_open(shard, framework="pt") as fh:
             for name in fh.keys():  # noqa: SIM118 (safe_open is not iterable)
-                tensors.append(Tensor(name, _numel(fh.get_slice(name).get_shape())))
+                tensors.append(TensorInfo(name, math.prod(fh.get_slice(name).get_shape())))
     return tensors
 
 
-def _numel(shape: list[int]) -> int:
-    out = 1
-    for size in shape:
-        out *= size
-    return out
-
-
-def conversion_bytes(tensors: list[Tensor], itemsize: int) -> int:
+def conversion_bytes(tensors: list[TensorInfo], itemsize: int) -> int:
     """Peak of a conversion: one shard being filled, plus the largest tensor dequantized (float32, and a copy)."""
     largest = max((t.numel for t in tensors), default=0)
     return min(SHARD_BYTES, sum(t.numel for t in tensors) * itemsize) + largest * (2 * 4 + itemsize)
@@ -124,7 +119,6 @@ def convert(path: Path, target: Path, dtype: torch.dtype) -> None:
 
 def _write_shards(path: Path, config, folder: Path, dtype: torch.dtype) -> dict[str, str]:
     """Dequantize, process and cast one tensor at a time, as transformers' `load_gguf_checkpoint` does for all."""
-    import numpy as np
     from gguf import GGUFReader, dequantize
     from transformers import AutoModelForCausalLM
     from transformers.modeling_gguf_pytorch_utils import (
@@ -148,7 +142,7 @@ def _write_shards(path: Path, config, folder: Path, dtype: torch.dtype) -> dict[
             weights=weights, name=tensor.name, tensor_key_mapping=names, parsed_parameters=parsed
         )
         if result.name in names:
-            shards.add(names[result.name], _torch(result.weights, np).to(dtype))
+            shards.add(names[result.name], _torch(result.weights).to(dtype))
         del weights, result
         _release_pages(reader)
     for name, assembled in parsed["tensors"].items():
@@ -156,7 +150,7 @@ def _write_shards(path: Path, config, folder: Path, dtype: torch.dtype) -> dict[
     return shards.close()
 
 
-def _torch(weights, np) -> torch.Tensor:
+def _torch(weights: np.ndarray) -> torch.Tensor:
     """The tensor transformers makes of `weights` (`np.copy`), copying only what is a view of the mapped file."""
     if weights.flags.writeable:
         return torch.from_numpy(np.ascontiguousarray(weights))

@@ -119,8 +119,8 @@ def test_a_model_that_cannot_fit_is_refused_before_reading(tiny_gguf, monkeypatc
 
 
 def test_kept_bytes_counts_layers_below_the_depth_and_everything_else():
-    tensors = [gguf_cache.Tensor("token_embd.weight", 100), gguf_cache.Tensor("blk.0.attn_q.weight", 10)]
-    tensors += [gguf_cache.Tensor("blk.11.attn_q.weight", 7), gguf_cache.Tensor("model.layers.3.mlp.weight", 5)]
+    tensors = [gguf_cache.TensorInfo("token_embd.weight", 100), gguf_cache.TensorInfo("blk.0.attn_q.weight", 10)]
+    tensors += [gguf_cache.TensorInfo("blk.11.attn_q.weight", 7), gguf_cache.TensorInfo("model.layers.3.mlp.weight", 5)]
     assert gguf_cache.kept_bytes(tensors, 2, None) == 2 * 122
     assert gguf_cache.kept_bytes(tensors, 2, 4) == 2 * 115
     assert gguf_cache.kept_bytes(tensors, 2, 1) == 2 * 110
