@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from headrank import gguf_cache
 from headrank.capture import IMPLEMENTATION, register_attention
 from headrank.family import set_depth
 from headrank.precision import Precision, choose_dtype
@@ -145,26 +147,43 @@ def check_device(device: str) -> None:
         raise BackboneError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__})")
 
 
-def _gguf_cache_dir(path: Path) -> Path:
+def _gguf_cache_dir(path: Path, dtype: str) -> Path:
+    """One converted copy per GGUF file and dtype: each is written in the dtype it runs in."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_root() / "models" / f"{path.stem}-{key}"
+    return cache_root() / "models" / f"{path.stem}-{key}-{dtype}"
 
 
-def _convert_gguf(path: Path, target: Path) -> None:
-    """Dequantize once and keep a safetensors copy: GGUF loads take 12-45 s, the copy about one."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _gguf_folder(model: str, path: Path, dtype: str, depth: int | None) -> Path:
+    """The converted copy of the GGUF, made first (tensor by tensor) if missing, once memory is known to suffice."""
+    folder = _gguf_cache_dir(path, dtype)
+    itemsize = DTYPES[dtype].itemsize
+    try:
+        if not folder.is_dir():
+            tensors = gguf_cache.gguf_tensors(path)
+            need = gguf_cache.kept_bytes(tensors, itemsize, depth)
+            gguf_cache.check_fits(max(need, gguf_cache.conversion_bytes(tensors, itemsize)), model)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            gguf_cache.convert(path, folder, DTYPES[dtype])
+        else:
+            gguf_cache.check_fits(gguf_cache.kept_bytes(gguf_cache.cached_tensors(folder), itemsize, depth), model)
+    except gguf_cache.MemoryShortage as err:
+        raise BackboneError(str(err)) from None
+    return folder
 
-    log.info("dequantizing %s once into %s", path, target)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    tmp = target.with_name(target.name + ".partial")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    tmp.rename(target)
+
+def model_fingerprint(model: str) -> str:
+    """The fingerprint `load_backbone` gives `model`, without loading it (a GGUF converted before is not hashed
+    again: its record in the cache is read)."""
+    kind, path = resolve_source(model)
+    if kind == "hub":
+        return "hub:" + model
+    if kind == "folder":
+        return "folder:" + _folder_fingerprint(path)
+    for folder in sorted(_gguf_cache_dir(path, "float32").parent.glob(_gguf_cache_dir(path, "*").name)):
+        if folder.is_dir():
+            return "gguf-sha256:" + _gguf_fingerprint(path, folder)
+    return "gguf-sha256:" + file_fingerprint(path)
 
 
 def _gguf_fingerprint(path: Path, folder: Path) -> str:
@@ -178,8 +197,15 @@ def _gguf_fingerprint(path: Path, folder: Path) -> str:
 
 
 def file_fingerprint(path: Path) -> str:
+    """sha256 of a file, hashed once per path, size and modification time in a process (a GGUF is GBs)."""
+    stat = path.stat()
+    return _file_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -250,10 +276,7 @@ def load_backbone(model: str, dtype: str = "auto", device: str = "cpu", depth: i
     register_attention()
     kind, path = resolve_source(model)
     if kind == "gguf":
-        folder = _gguf_cache_dir(path)
-        if not folder.is_dir():
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            _convert_gguf(path, folder)
+        folder = _gguf_folder(model, path, dtype, depth)
         fingerprint = "gguf-sha256:" + _gguf_fingerprint(path, folder)
         location = str(folder)
     elif kind == "folder":

@@ -55,7 +55,7 @@ def method_for(options: RankerOptions) -> str:
     if options.heads is None:
         from headrank.backbone import EMBEDDED, same_model
 
-        return "headrank" if same_model(options.model, EMBEDDED) else "icr"
+        return "headrank" if same_model(options.model, EMBEDDED) else _shipped_or_icr(options.model)
     return "icr" if options.heads == "all" else "selected"
 
 
@@ -102,6 +102,8 @@ def plan_method(method: str, options: RankerOptions) -> MethodPlan:
         return MethodPlan(method, "artifact", {"folder": folder, **common})
     if method == "icr":
         heads = "all"
+    elif options.heads is None and method == "selected" and (shipped := _shipped(options.model)):
+        heads = str(shipped.heads)
     elif options.heads in (None, "all"):
         raise ValueError(f"--method {method} needs --heads (a head-set file from `headrank select-heads`)")
     else:
@@ -189,6 +191,22 @@ def _check_artifact_base(model: str, artifact: str | None) -> None:
         f"{model}`), --artifact DIR (an artifact trained on it), or `headrank reproduce --model {model}` (select "
         "and train one)"
     )
+
+
+def _shipped(model: str):
+    from headrank.registry import shipped_heads
+
+    return shipped_heads(model)
+
+
+def _shipped_or_icr(model: str) -> str:
+    """'selected' with the model's shipped heads (headrank.registry), else 'icr', said on stderr."""
+    if _shipped(model):
+        return "selected"
+    from headrank.registry import say_fallback
+
+    say_fallback(model)
+    return "icr"
 
 
 def _is_artifact(path: str | None) -> bool:

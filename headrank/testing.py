@@ -147,3 +147,83 @@ def lexical_model(num_heads: int = 2, sharpness: float = 3.0, seed: int = 0):
         model.model.rotary_emb.inv_freq.zero_()
         model.model.rotary_emb.original_inv_freq.zero_()
     return model
+
+
+QWEN25_CODER_1P5B = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+"""the file scripts/fetch_qwen25_coder_1p5b.sh caches under $HEADRANK_CACHE/models (never a test dependency)."""
+
+_GGUF_LAYER = {
+    "input_layernorm": "attn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "post_attention_layernorm": "ffn_norm",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+
+
+def save_tiny_gguf(path: str | Path, num_layers: int = 4, seed: int = 0):
+    """Write the tiny Llama model as a GGUF file, as llama.cpp's converter would: q and k rows permuted for its
+    rotary layout, the tiny BPE tokenizer in the metadata, the projections quantized to Q8_0 (norms and
+    embeddings stay float32). Returns the model written, in float32, before quantization."""
+    import json
+
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter, TokenType
+    from gguf.quants import quantize
+
+    model = tiny_model(num_layers=num_layers, seed=seed, family="llama")
+    config, tokenizer = model.config, tiny_tokenizer()
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.head_dim)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    special = {added.content for added in tokenizer.added_tokens_decoder.values() if added.special}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([token for token, _ in vocab])
+    writer.add_token_types([TokenType.CONTROL if token in special else TokenType.NORMAL for token, _ in vocab])
+    merges = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_pad_token_id(tokenizer.pad_token_id)
+    writer.add_chat_template(CHAT_TEMPLATE)
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight":  # tied: llama.cpp leaves `output.weight` out
+            continue
+        data = tensor.float().numpy()
+        gguf_name = _gguf_name(name)
+        if gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
+            heads = config.num_attention_heads if "attn_q" in gguf_name else config.num_key_value_heads
+            data = data.reshape(heads, 2, data.shape[0] // heads // 2, *data.shape[1:])
+            data = data.swapaxes(1, 2).reshape(tensor.shape)
+        if data.ndim == 2 and gguf_name.startswith("blk."):
+            writer.add_tensor(gguf_name, quantize(data, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(gguf_name, np.ascontiguousarray(data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return model
+
+
+def _gguf_name(name: str) -> str:
+    """llama.cpp's tensor name for a transformers Llama parameter name."""
+    fixed = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    if name in fixed:
+        return fixed[name]
+    _, _, layer, module = name.split(".", 3)
+    part, suffix = module.rsplit(".", 1)
+    return f"blk.{layer}.{_GGUF_LAYER[part]}.{suffix}"

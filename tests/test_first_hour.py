@@ -40,13 +40,13 @@ def no_weights(monkeypatch):
     """Reading a weight fails the test: whatever is refused must be refused before."""
     import transformers
 
-    import headrank.backbone
+    import headrank.gguf_cache
 
     def read(*args, **kwargs):
         raise AssertionError("a weight was read before the refusal")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", read)
-    monkeypatch.setattr(headrank.backbone, "_convert_gguf", read)
+    monkeypatch.setattr(headrank.gguf_cache, "convert", read)
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -123,3 +123,24 @@ def test_serve_refuses_a_port_in_use_before_the_model_loads(tiny_folder, no_weig
         port = taken.getsockname()[1]
         assert main(["serve", "--model", str(tiny_folder), "--heads", "all", "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_quiet_prints_nothing_while_a_gguf_is_converted_and_used(tmp_path, monkeypatch, capfd):
+    """--quiet: the result line on stdout and nothing on stderr, a first GGUF conversion included (transformers'
+    GGUF loader printed its tensor bar whatever the flag said)."""
+    pytest.importorskip("gguf")
+    from headrank.data import Candidate, CandidateList, write_candidates
+    from headrank.testing import DOCS, FLEA_QUERY, save_tiny_gguf
+
+    monkeypatch.setenv("HEADRANK_CACHE", str(tmp_path / "cache"))  # a fresh cache: the GGUF is converted here
+    gguf = tmp_path / "tiny.gguf"
+    save_tiny_gguf(gguf)
+    candidates = tmp_path / "c.jsonl"
+    write_candidates(candidates, [CandidateList("1", FLEA_QUERY, [Candidate(str(i), t) for i, t in enumerate(DOCS)])])
+    capfd.readouterr()
+    argv = ["rerank", "--model", str(gguf), "--heads", "all", "--candidates", str(candidates), "--out"]
+    assert main([*argv, str(tmp_path / "run.trec"), "--quiet"]) == 0
+    out, err = capfd.readouterr()
+    assert err == "" and out.startswith("reranked 1 queries") and (tmp_path / "cache").is_dir()
+    assert main([*argv, str(tmp_path / "again.trec")]) == 0  # not quiet: the same command says more
+    assert capfd.readouterr().err != ""
