@@ -7,7 +7,9 @@ requests into each forward pass under the ranker's token budget, the longest-wai
 concurrent clients share passes, a long list cannot hold back a short one, and memory stays bounded. A batch
 that runs out of device memory is split and retried; a single prompt that still does is answered 503. Work
 nobody waits for stops: a request whose client leaves (499) or that outlives the shutdown grace (503) is never
-queued if it is still being tokenized, is dropped if queued, and its pass ends at the next layer."""
+queued if it is still being tokenized, is dropped if queued, and its pass ends at the next layer. A request's
+repeated and empty documents are scored once and its query is capped (serve_limits); ids, timings and metrics
+are serve_metrics', keys serve_auth's."""
 
 from __future__ import annotations
 

@@ -102,6 +102,46 @@ def test_langchain_cohere_rerank(server, refusals):
     assert _refused(refusals) == [200, 401]
 
 
+def test_llamaindex_cohere_rerank(server, refusals):
+    pytest.importorskip("llama_index.postprocessor.cohere_rerank")
+    from cohere.errors import UnauthorizedError
+    from llama_index.core.schema import NodeWithScore, TextNode
+    from llama_index.postprocessor.cohere_rerank import CohereRerank
+
+    url, ranker = server
+    nodes = [NodeWithScore(node=TextNode(text=d)) for d in DOCS]
+    kept = CohereRerank(api_key=KEY, base_url=url, model="tiny", top_n=2).postprocess_nodes(nodes, query_str=FLEA_QUERY)
+    order, relevance = _expected(ranker, 2)
+    assert [n.node.get_content() for n in kept] == [DOCS[i] for i in order]
+    assert [n.score for n in kept] == pytest.approx(relevance)
+    wrong = CohereRerank(api_key=WRONG, base_url=url, model="tiny", max_retries=0)
+    with pytest.raises(UnauthorizedError, match="the API key is not valid"):
+        wrong.postprocess_nodes(nodes, query_str=FLEA_QUERY)
+    assert _refused(refusals) == [200, 401]
+
+
+def test_haystack_cohere_ranker(server, refusals, monkeypatch):
+    monkeypatch.setenv("HAYSTACK_TELEMETRY_ENABLED", "False")
+    pytest.importorskip("haystack_integrations.components.rankers.cohere")
+    from cohere.errors import UnauthorizedError
+    from haystack import Document
+    from haystack.utils import Secret
+    from haystack_integrations.components.rankers.cohere import CohereRanker
+
+    url, ranker = server
+    documents = [Document(content=d) for d in DOCS]
+    kept = CohereRanker(model="tiny", top_k=2, api_key=Secret.from_token(KEY), api_base_url=url).run(
+        query=FLEA_QUERY, documents=documents
+    )["documents"]
+    order, relevance = _expected(ranker, 2)
+    assert [d.content for d in kept] == [DOCS[i] for i in order]
+    assert [d.score for d in kept] == pytest.approx(relevance)
+    wrong = CohereRanker(model="tiny", api_key=Secret.from_token(WRONG), api_base_url=url)
+    with pytest.raises(UnauthorizedError, match="the API key is not valid"):
+        wrong.run(query=FLEA_QUERY, documents=documents)
+    assert _refused(refusals) == [200, 401]
+
+
 @pytest.mark.parametrize(
     ("provider", "path"), [("cohere", "/v1/rerank"), ("jina", "/v1/rerank"), ("text-embeddings-inference", "/rerank")]
 )
