@@ -65,10 +65,11 @@ def start_server(args, port: int, log) -> subprocess.Popen:
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
         while server.poll() is None:
             try:
-                client.get("/health").raise_for_status()
-                return server
+                if client.get("/health").status_code == 200:  # 503 until the warm-up pass is done
+                    return server
             except httpx.TransportError:
-                time.sleep(0.5)
+                pass
+            time.sleep(0.5)
     raise SystemExit(f"the server exited with {server.returncode} before answering")
 
 

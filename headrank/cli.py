@@ -13,6 +13,7 @@ from pathlib import Path
 from headrank.methods import METHODS
 from headrank.options import add_model_options, given_dests
 from headrank.precision import DTYPE_CHOICES
+from headrank.serve_limits import MAX_QUERY_TOKENS
 
 
 def _reference_ranker(args, heads: str):
@@ -330,6 +331,7 @@ def _candidate_options(parser: argparse.ArgumentParser) -> None:
 def cmd_serve(args) -> None:
     from headrank.methods import load_plan
     from headrank.serve import ServeConfig, bind, serve
+    from headrank.serve_auth import load_keys
 
     if not 0 <= args.port <= 65535:  # refused before the model loads, not by the socket after it
         raise ValueError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
@@ -342,6 +344,10 @@ def cmd_serve(args) -> None:
         max_active=args.max_active,
         max_batch_requests=args.max_batch_requests,
         shutdown_grace=args.shutdown_grace,
+        max_query_tokens=args.max_query_tokens,
+        api_keys=load_keys(args.api_key, args.api_key_file),
+        metrics_need_key=args.metrics_need_key,
+        cors_origins=tuple(args.cors_origin),
     )
     sock = bind(args.host, args.port)  # a port in use is refused now, not after the model has loaded
     serve(load_plan(plan), args.host, args.port, config, sock=sock)
@@ -517,6 +523,27 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=20.0,
         help="seconds in-flight requests get after SIGTERM; those still running are answered 503",
+    )
+    p.add_argument(
+        "--max-query-tokens",
+        type=int,
+        default=MAX_QUERY_TOKENS,
+        help="a longer query is cut to this many tokens (TEI's truncate: false gets 422 instead)",
+    )
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        help="require 'Authorization: Bearer KEY' (repeatable; or --api-key-file, or env HEADRANK_API_KEY, which "
+        "keep the key out of the process list)",
+    )
+    p.add_argument("--api-key-file", help="a file of API keys, one per line (# comments and blank lines skipped)")
+    p.add_argument("--metrics-need-key", action="store_true", help="/metrics needs the key too (default: open)")
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="an origin whose browser pages may call the API, e.g. https://app.example.com (repeatable; * for any)",
     )
     p.set_defaults(func=cmd_serve)
 

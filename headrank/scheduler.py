@@ -12,8 +12,9 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
@@ -35,11 +36,26 @@ class Overloaded(Exception):
 
 
 @dataclass
+class JobClock:
+    """What one request cost and when it reached each stage (`time.monotonic()`), filled in as it goes: the
+    server's timing headers, request log and metrics read it."""
+
+    tokenize_s: float | None = None
+    prompt_tokens: int = 0
+    """tokens of the list's prompts (passages and query span; not the N/A calibration span)."""
+    queued: float | None = None
+    started: float | None = None
+    """when the first forward pass that holds one of its prompts began."""
+    finished: float | None = None
+
+
+@dataclass
 class _Job:
     count: int
     prompts: list
     future: Future = field(default_factory=Future)
     scored: list = field(default_factory=list)
+    clock: JobClock = field(default_factory=JobClock)
 
     @property
     def pending(self) -> list:
@@ -58,6 +74,8 @@ class Scheduler:
         self.waiting: queue.Queue[_Job | None] = queue.Queue(maxsize=queue_size)
         self.active: deque[_Job] = deque()
         """admitted jobs, the one served longest ago first."""
+        self.on_pass: Callable[[int, int], None] | None = None
+        """called after each forward pass with its prompts and padded tokens (prompts x the longest)."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="headrank-worker", daemon=True)
 
@@ -75,15 +93,24 @@ class Scheduler:
             LOG.warning("the model worker is still inside a layer after %s s; leaving it", timeout)
         return not self._thread.is_alive()
 
-    def submit(self, query: str, documents: Sequence[Document], future: Future | None = None) -> Future:
-        """Tokenize a list and queue it; the future (`future`, or a new one) gets one score per document. Input
-        is checked here (call it off the event loop: tokenizing a large request takes seconds). A future
-        cancelled while this tokenized (its client left) is not queued; after `stop` every future is cancelled."""
-        job = _Job(len(documents), self.ranker.prompts(query, documents), future or Future())
+    def submit(
+        self, query: str, documents: Sequence[Document], future: Future | None = None, clock: JobClock | None = None
+    ) -> Future:
+        """Tokenize a list and queue it; the future (`future`, or a new one) gets one score per document, and
+        `clock` the job's timings. Input is checked here (call it off the event loop: tokenizing a large request
+        takes seconds). A future cancelled while this tokenized (its client left) is not queued; after `stop`
+        every future is cancelled."""
+        clock = clock or JobClock()
+        start = time.monotonic()
+        job = _Job(len(documents), self.ranker.prompts(query, documents), future or Future(), clock=clock)
+        clock.tokenize_s = time.monotonic() - start
+        clock.prompt_tokens = sum(len(p.input_ids) for p in job.prompts)
         if not job.future.cancelled():
+            clock.queued = time.monotonic()
             try:
                 self.waiting.put_nowait(job)
             except queue.Full:
+                clock.queued = None
                 raise QueueFull(f"{self.waiting.maxsize} requests already waiting") from None
         if self._stopping.is_set():  # stopped meanwhile: nothing will serve it
             job.future.cancel()
@@ -124,6 +151,9 @@ class Scheduler:
         groups = self.ranker.batches([p for _, p in pool])
         chosen = [pool[i] for i in next(g for g in groups if 0 in g)]  # the longest-waiting job's next prompt
         jobs = list({id(j): j for j, _ in chosen}.values())
+        began = time.monotonic()
+        for job in jobs:
+            job.clock.started = job.clock.started or began
         try:
             with interruptible(lambda: self._stopping.is_set() or all(j.future.cancelled() for j in jobs)):
                 results = self._score([p for _, p in chosen])
@@ -134,6 +164,8 @@ class Scheduler:
                 self.active.remove(job)
                 self._settle(job, error=err)
             return
+        if self.on_pass is not None:
+            self.on_pass(len(chosen), len(chosen) * max(len(p.input_ids) for _, p in chosen))
         served = []
         for (job, prompt), scores in zip(chosen, results):
             job.scored.append((prompt.order, scores))
@@ -160,6 +192,7 @@ class Scheduler:
 
     @staticmethod
     def _settle(job: _Job, result=None, error: Exception | None = None) -> None:
+        job.clock.finished = time.monotonic()
         with contextlib.suppress(InvalidStateError):  # cancelled meanwhile
             if error is None:
                 job.future.set_result(result)

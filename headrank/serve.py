@@ -7,7 +7,9 @@ requests into each forward pass under the ranker's token budget, the longest-wai
 concurrent clients share passes, a long list cannot hold back a short one, and memory stays bounded. A batch
 that runs out of device memory is split and retried; a single prompt that still does is answered 503. Work
 nobody waits for stops: a request whose client leaves (499) or that outlives the shutdown grace (503) is never
-queued if it is still being tokenized, is dropped if queued, and its pass ends at the next layer."""
+queued if it is still being tokenized, is dropped if queued, and its pass ends at the next layer. A request's
+repeated and empty documents are scored once and its query is capped (serve_limits); ids, timings and metrics
+are serve_metrics', keys serve_auth's."""
 
 from __future__ import annotations
 
@@ -18,17 +20,17 @@ import logging
 import math
 import socket
 import time
-import uuid
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,6 +40,10 @@ from headrank.prompt import PromptBuilder
 from headrank.ranker import HeadRanker
 from headrank.results import VISIBLE, Document, best_first, is_blank, relevance_scores
 from headrank.scheduler import Overloaded, QueueFull, Scheduler
+from headrank.serve_auth import OPEN_PATHS as KEYLESS
+from headrank.serve_auth import BearerAuth, check_key, declare_auth
+from headrank.serve_limits import MAX_QUERY_TOKENS, capped_query, distinct
+from headrank.serve_metrics import REQUEST_ID_HEADER, TIMING_HEADERS, RequestTracer, ServeMetrics, current, log_config
 
 
 @dataclass(frozen=True)
@@ -56,13 +62,32 @@ class ServeConfig:
     shutdown_grace: float = 20.0
     """seconds in-flight requests get after SIGTERM (below orchestrators' usual 30); those still running are then
     answered 503 and the process exits."""
+    max_query_tokens: int = MAX_QUERY_TOKENS
+    """a longer query is cut to this many tokens (TEI's `truncate: false`: refused with 422)."""
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    """with any, every route but /health, /ping, the schema (and /metrics unless `metrics_need_key`) answers 401
+    without `Authorization: Bearer <one of them>`."""
+    metrics_need_key: bool = False
+    cors_origins: tuple[str, ...] = ()
+    """origins whose browser pages may call the API ("*": any); none: no CORS headers at all."""
+    warm_up: bool = True
+    """run one pass over a one-passage list at start: /health answers 503 until it is done."""
 
     def __post_init__(self):
-        for name in ("max_documents", "max_body_bytes", "queue_size", "max_active", "max_batch_requests"):
+        for name in (
+            "max_documents",
+            "max_body_bytes",
+            "queue_size",
+            "max_active",
+            "max_batch_requests",
+            "max_query_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.shutdown_grace <= 3600:
             raise ValueError(f"shutdown_grace must be in (0, 3600] seconds, got {self.shutdown_grace}")
+        for key in self.api_keys:
+            check_key(key, "api_keys")
 
 
 class StrictRequest(BaseModel):
@@ -200,8 +225,9 @@ class TeiRequest(StrictRequest):
     raw_scores: RawScores = False
     truncate: bool = Field(
         default=True,
-        description="false: answer 422 for a text longer than the ranker's passage limit instead of cutting it "
-        "(TEI's own default is false; this server cuts unless told not to)",
+        description="false: answer 422 for a text longer than the ranker's passage limit, or a query longer than "
+        "the server's query limit, instead of cutting it (TEI's own default is false; this server cuts unless told "
+        "not to)",
     )
     truncation_direction: Literal["Right"] = Field(
         default="Right", description="a cut text keeps its beginning (TEI's `Left` is not supported)"
@@ -231,6 +257,29 @@ class Health(BaseModel):
     device_memory_mb: float | None = None
     """memory the model's accelerator holds now (None on a CPU)."""
     peak_device_memory_mb: float | None = None
+
+
+NOT_READY = "not ready: the model is warming up (its first pass), or the server is shutting down"
+
+
+class Ping(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ModelCard(BaseModel):
+    """One served model, in OpenAI's `/v1/models` shape, with what headrank serves of it."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "headrank"
+    ranker: dict
+    artifact: dict | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class ErrorBody(BaseModel):
@@ -480,11 +529,14 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     """The FastAPI app over a loaded ranker; its worker thread runs while the app is served."""
     config = config or ServeConfig()
     scheduler = Scheduler(ranker, config.queue_size, config.max_active, config.max_batch_requests)
+    metrics = ServeMetrics(scheduler)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         scheduler.start()
+        _warm_up(app, scheduler, config.warm_up)
         yield
+        app.state.stopping = True
         scheduler.stop(STOP_S)
 
     app = FastAPI(
@@ -492,14 +544,21 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         summary="Decoding-free passage reranking from the attention heads of a causal LLM",
         lifespan=lifespan,
     )
-    app.state.scheduler = scheduler
+    app.state.scheduler, app.state.metrics, app.state.warm, app.state.stopping = scheduler, metrics, False, False
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
 
-    def submit(query: str, documents: Sequence[Document], job: Future, prepare: Callable | None) -> Future:
-        """Off the event loop: `prepare` the documents (cut or check them), then tokenize and queue them."""
+    def submit(query: str, documents: Sequence[Document], job: Future, prepare: Callable | None, truncate: bool):
+        """Off the event loop: `prepare` the documents (cut or check them), cap the query, then tokenize and queue
+        the list's distinct passages; answers the index of each document's passage among them."""
+        trace = current()
         documents = prepare(documents) if prepare else documents
-        return scheduler.submit(query, [_visible(d) for d in documents], job)
+        query, warning = capped_query(ranker.builder.tokenizer, query, config.max_query_tokens, truncate)
+        trace.warnings += [warning] if warning else []
+        passages, where = distinct([_visible(d) for d in documents])
+        trace.passages = len(passages)
+        scheduler.submit(query, passages, job, trace.clock)
+        return where
 
     async def ranked(
         request: Request,
@@ -508,42 +567,34 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         top_n: int | None,
         raw: bool,
         prepare: Callable[[Sequence[Document]], Sequence[Document]] | None = None,
+        truncate: bool = True,
     ) -> list[tuple[int, float]]:
-        """(index, score) best first: the one path behind every endpoint shape."""
+        """(index, score) best first: the one path behind every endpoint shape. A repeated document gets its
+        twin's score, every empty one the empty passage's."""
         if len(documents) > config.max_documents:
             raise HTTPException(422, f"at most {config.max_documents} documents per request, got {len(documents)}")
+        current().documents = len(documents)
         if not documents:
             return []
         job: Future = Future()
         try:
-            await _watched(
-                asyncio.ensure_future(asyncio.to_thread(submit, query, documents, job, prepare)), request, job
+            where = await _watched(
+                asyncio.ensure_future(asyncio.to_thread(submit, query, documents, job, prepare, truncate)),
+                request,
+                job,
             )
-            values = await _watched(asyncio.wrap_future(job), request, job)
+            scores = await _watched(asyncio.wrap_future(job), request, job)
         except QueueFull as err:
             raise HTTPException(429, f"server busy: {err}; retry later", headers={"Retry-After": "1"}) from err
         except (TypeError, ValueError) as err:  # e.g. a passage longer than the model takes
             raise HTTPException(422, str(err)) from err
         except Overloaded as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from err
+        values = [scores[i] for i in where]
         shown = values if raw else relevance_scores(values)
         return [(i, shown[i]) for i in best_first(values, top_n)]
 
-    description = describe_ranker(ranker)
-
-    @app.get("/health", response_model=Health)
-    def health() -> Health:
-        return Health(
-            status="ok",
-            model=config.model_name,
-            ranker=description,
-            waiting=scheduler.waiting.qsize(),
-            active=len(scheduler.active),
-            queue_size=config.queue_size,
-            rss_mb=rss_mb(),
-            peak_rss_mb=round(peak_rss_mb(), 1),
-            **_device_memory(ranker),
-        )
+    _operations_routes(app, ranker, config)
 
     @app.post("/v1/rerank", response_model=RerankResponse, response_model_exclude_none=True, responses=ERRORS)
     async def rerank(request: Request, body: RerankRequest) -> RerankResponse:
@@ -559,11 +610,11 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             for i, v in order
         ]
         return RerankResponse(
-            id=str(uuid.uuid4()),
+            id=current().request_id,
             results=results,
             model=config.model_name,
             usage={"documents": len(docs)},
-            meta={"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
+            meta=_meta("1"),
         )
 
     @app.post("/v2/rerank", response_model=RerankResponseV2, responses=ERRORS)
@@ -573,23 +624,123 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         cut = None if limit is None else lambda documents: _cut_tokens(ranker, documents, limit)
         order = await ranked(request, body.query, body.documents, body.top_n, body.raw_scores, cut)
         return RerankResponseV2(
-            id=str(uuid.uuid4()),
+            id=current().request_id,
             results=[RerankResultV2(index=i, relevance_score=v) for i, v in order],
             model=config.model_name,
-            meta={"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+            meta=_meta("2"),
         )
 
     @app.post("/rerank", response_model=list[TeiResult], response_model_exclude_none=True, responses=ERRORS)
     async def rerank_tei(request: Request, body: TeiRequest) -> list[TeiResult]:
         """text-embeddings-inference shape."""
         check = None if body.truncate else lambda texts: _refuse_cut(ranker, texts)
-        order = await ranked(request, body.query, body.texts, None, body.raw_scores, check)
+        order = await ranked(request, body.query, body.texts, None, body.raw_scores, check, body.truncate)
         return [TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None) for i, v in order]
 
+    _middleware(app, config, metrics)
+    return app
+
+
+def _meta(version: str) -> dict:
+    """Cohere's `meta`, with its `warnings` when the query was cut."""
+    warnings = current().warnings
+    return {
+        "api_version": {"version": version},
+        "billed_units": {"search_units": 1},
+        **({"warnings": warnings} if warnings else {}),
+    }
+
+
+def _warm_up(app: FastAPI, scheduler: Scheduler, run: bool) -> None:
+    """One pass over a one-passage list before /health says ready (the first pass pays for lazy initialisation:
+    kernels, allocator, caches); without `run`, ready at once."""
+    if not run:
+        app.state.warm = True
+        return
+
+    def done(future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            app.state.warm = True
+        elif not future.cancelled():
+            logging.getLogger(__name__).error("the warm-up pass failed: %s", future.exception())
+
+    scheduler.submit("warm-up", ["warm-up"]).add_done_callback(done)
+
+
+def ready(app: FastAPI) -> bool:
+    """Warm and not shutting down: what /health and the `headrank_ready` gauge say."""
+    return app.state.warm and not app.state.stopping and getattr(app.state, "shutdown_deadline", None) is None
+
+
+def _operations_routes(app: FastAPI, ranker: HeadRanker, config: ServeConfig) -> None:
+    """/health (readiness), /ping (liveness), /models and /v1/models, /metrics."""
+    scheduler, metrics = app.state.scheduler, app.state.metrics
+    description = describe_ranker(ranker)
+    metrics.ready.set_function(lambda: float(ready(app)))
+    card = ModelCard(id=config.model_name, created=int(time.time()), ranker=description, artifact=_artifact(ranker))
+
+    @app.get("/health", response_model=Health, responses={503: {"model": Health, "description": NOT_READY}})
+    def health():
+        """Readiness: 200 once the model is loaded and warm, 503 before that and while shutting down."""
+        state = "ok" if ready(app) else "shutting down" if app.state.warm else "warming up"
+        answer = Health(
+            status=state,
+            model=config.model_name,
+            ranker=description,
+            waiting=scheduler.waiting.qsize(),
+            active=len(scheduler.active),
+            queue_size=config.queue_size,
+            rss_mb=rss_mb(),
+            peak_rss_mb=round(peak_rss_mb(), 1),
+            **_device_memory(ranker),
+        )
+        return answer if state == "ok" else JSONResponse(answer.model_dump(), 503, headers={"Retry-After": "1"})
+
+    @app.get("/ping", response_model=Ping)
+    def ping() -> Ping:
+        """Liveness: the process answers HTTP (it never waits on the model's worker)."""
+        return Ping()
+
+    @app.get("/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList)
+    def models() -> ModelList:
+        """The served model (OpenAI's list shape), its heads and the artifact it was loaded from."""
+        return ModelList(data=[card])
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        body, media_type = metrics.exposition()
+        return Response(body, media_type=media_type)
+
+
+def _artifact(ranker) -> dict | None:
+    manifest = getattr(ranker, "artifact", None)
+    return None if manifest is None else {k: manifest.get(k) for k in ("base_model", "adapters", "created")}
+
+
+def _keyless(config: ServeConfig) -> frozenset[str]:
+    """The paths answered without a key: the probes and the schema, and /metrics unless it needs one."""
+    return KEYLESS if config.metrics_need_key else KEYLESS | {"/metrics"}
+
+
+def _middleware(app: FastAPI, config: ServeConfig, metrics: ServeMetrics) -> None:
+    """From the outside in: CORS (a browser's preflight needs no key), the request tracer (ids, timing headers,
+    metrics and the log line, for every answer, a 401 too), the key check, the body guard."""
     posted = frozenset(route.path for route in app.routes if "POST" in getattr(route, "methods", ()))
     app.add_middleware(BodyGuard, limit=config.max_body_bytes, json_paths=posted)
+    if config.api_keys:
+        app.add_middleware(BearerAuth, keys=config.api_keys, open_paths=_keyless(config))
+    app.add_middleware(RequestTracer, metrics=metrics, routes=[r.path for r in app.routes])
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-Request-Id"],
+            expose_headers=[REQUEST_ID_HEADER, *TIMING_HEADERS, "Retry-After"],
+            max_age=600,
+        )
     _declare_limits(app, config)
-    return app
 
 
 def _device_memory(ranker) -> dict:
@@ -666,6 +817,8 @@ def _declare_limits(app: FastAPI, config: ServeConfig) -> None:
             ):
                 schema["components"]["schemas"][name]["properties"][field_name]["maxItems"] = config.max_documents
             schema["info"]["description"] = f"Request bodies are limited to {config.max_body_bytes} bytes (413 above)."
+            if config.api_keys:
+                declare_auth(schema, _keyless(config))
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -705,7 +858,8 @@ def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT, on `sock` when one was bound already (see `bind`), else on host:port."""
     config = config or ServeConfig()
-    server = http_server(create_app(ranker, config), config.shutdown_grace, host=host, port=port)
+    app = create_app(ranker, config)
+    server = http_server(app, config.shutdown_grace, host=host, port=port, log_config=log_config())
     if sock is not None:  # uvicorn says where it listens only for sockets it binds itself: say it the same way
         bound = sock.getsockname()
         address = f"[{bound[0]}]" if ":" in bound[0] else bound[0]

@@ -48,6 +48,9 @@ class Gated:
         self.gate = threading.Event()
         self.batches_run: list[int] = []
 
+    def __getattr__(self, name):  # the rest (its tokenizer, for the query limit) is the ranker's
+        return getattr(self.ranker, name)
+
     def prompts(self, query, documents):
         return self.ranker.prompts(query, documents)
 
@@ -202,7 +205,10 @@ def test_concurrent_requests_score_as_sequential_ones(client, ranker):
 def test_full_queue_answers_429(ranker):
     gated = Gated(ranker)
     body = {"query": FLEA_QUERY, "documents": DOCS}
-    with served(create_app(gated, ServeConfig(queue_size=1, max_active=1))) as client, ThreadPoolExecutor(2) as pool:
+    with (
+        served(create_app(gated, ServeConfig(queue_size=1, max_active=1, warm_up=False))) as client,
+        ThreadPoolExecutor(2) as pool,
+    ):
         running = pool.submit(client.post, "/v1/rerank", json=body)
         assert gated.entered.wait(60)  # the worker holds the first request
         waiting = pool.submit(client.post, "/v1/rerank", json=body)
@@ -277,7 +283,7 @@ def test_headrank_serve_command(tmp_path, monkeypatch):
 
     started = {}
 
-    def http_server(app, grace, host, port):
+    def http_server(app, grace, host, port, **options):
         return types.SimpleNamespace(run=lambda sockets: started.update(app=app, host=host, port=port, sockets=sockets))
 
     monkeypatch.setattr(headrank.serve, "http_server", http_server)
