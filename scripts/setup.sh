@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
+[[ ",$extras," == *",dev,"* ]] && extras="$extras,rag-clients"  # the RAG frameworks' clients the server is tested with
 log=.venv/setup.log
 python3 -m venv .venv
 : >"$log"
