@@ -18,8 +18,8 @@ from headrank.headset import HeadSet
 from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
 from headrank.results import (
     Document,
-    best_first,
     RankedResults,
+    best_first,
     check_doc_ids,
     check_query,
     document_text,
@@ -35,7 +35,6 @@ from headrank.scoring import (
     passage_scores,
     query_attention,
 )
-
 
 MERGES = ("tournament", "scaled")
 
