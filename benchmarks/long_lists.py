@@ -87,6 +87,21 @@ def first_window(windows) -> list[list[int]]:
     return out
 
 
+def order_results(ranker: HeadRanker, lists, orders: list[str]) -> dict:
+    """The same lists ranked with each input order (`random:SEED` shuffles the passages' positions)."""
+    results = {}
+    for spec in orders:
+        order, _, seed = spec.partition(":")
+        variant = ranker.variant(order=order, seed=int(seed or 0))
+        ranked = variant.rank_batch([(lst.query, lst.documents()) for lst in lists], progress=False)
+        results[spec] = (
+            [[r.index for r in x] for x in ranked],
+            [x.prompts for x in ranked],
+            [x.tokens for x in ranked],
+        )
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -97,12 +112,17 @@ def main() -> None:
     parser.add_argument("--artifact", default=str(DEFAULT_ARTIFACT))
     parser.add_argument("--leaders", default="1,2,3,5,fill", help="tournament leaders per window to try")
     parser.add_argument("--slide", type=int, default=20, help="sliding window size in passages (0: skip)")
+    parser.add_argument("--orders", help="instead of merges: these input orders, e.g. reverse,random:0,random:1")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
     data = load_dataset(args.dataset, args.data_dir)
     lists = [lst.head(args.top_k) for lst in data.judged()[: args.limit]]
     ranker = HeadRanker.from_artifact(args.artifact, max_length=args.max_length)
+    if args.orders:
+        results = {"bm25": ([list(range(len(lst.candidates))) for lst in lists], [0] * len(lists), [0] * len(lists))}
+        report(args, data, lists, ranker, results | order_results(ranker, lists, args.orders.split(",")), "reverse")
+        return
     windows = [ranker.prompts(lst.query, lst.documents()) for lst in lists]
     flat = iter(ranker.score_many([p for ps in windows for p in ps]))
     scores = [[next(flat) for _ in ps] for ps in windows]
@@ -122,7 +142,11 @@ def main() -> None:
         )
     if args.slide:
         results[f"sliding-{args.slide}"] = sliding(ranker, lists, args.slide)
+    report(args, data, lists, ranker, results, "scaled")
 
+
+def report(args, data, lists, ranker: HeadRanker, results: dict, reference: str) -> None:
+    """Runs under OUT/NAME, and the table: nDCG@10, cost, paired tests against BM25 and `reference`."""
     runs = {}
     for name, (orders, _, _) in results.items():
         ids = [lst.docids() for lst in lists]
@@ -131,10 +155,10 @@ def main() -> None:
         write_run(args.out / name / "run.trec", run, tag=name)
         runs[name] = scored(run)
     vs_bm25 = {c.system: c for c in compare_runs(runs["bm25"], runs, data.qrels)}
-    vs_scaled = {c.system: c for c in compare_runs(runs["scaled"], runs, data.qrels)}
+    vs_ref = {c.system: c for c in compare_runs(runs[reference], runs, data.qrels)}
     rows = []
     for name, (_, prompts_, tokens) in results.items():
-        a, b = vs_bm25[name], vs_scaled[name]
+        a, b = vs_bm25[name], vs_ref[name]
         rows.append(
             {
                 "strategy": name,
@@ -142,13 +166,13 @@ def main() -> None:
                 "prompts/query": round(sum(prompts_) / len(lists), 2),
                 "tokens/query": round(sum(tokens) / len(lists)),
                 "vs BM25 (W/L, p)": f"{a.delta:+.4f} ({a.wins}/{a.losses}, {a.p_value:.3g})",
-                "vs scaled (W/L, p)": f"{b.delta:+.4f} ({b.wins}/{b.losses}, {b.p_value:.3g})",
+                f"vs {reference} (W/L, p)": f"{b.delta:+.4f} ({b.wins}/{b.losses}, {b.p_value:.3g})",
             }
         )
+    windows = sum(len(ranker.prompts(lst.query, lst.documents())) for lst in lists) / len(lists)
     header = (
         f"{args.dataset}, {len(lists)} judged queries, top-{args.top_k}, max_length {ranker.max_length} "
-        f"({sum(base_prompts) / len(lists):.2f} windows/query), artifact {Path(args.artifact).name}, "
-        f"{machine()}\n\n"
+        f"({windows:.2f} windows/query), artifact {Path(args.artifact).name}, {machine()}\n\n"
     )
     table = header + format_table(rows, list(rows[0]))
     (args.out / "table.md").write_text(table + "\n")
