@@ -14,7 +14,7 @@ from headrank.data import CandidateList, RankedRun, run_from_ranking, scored, wr
 from headrank.datasets import Dataset
 from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
 from headrank.ranker import HeadRanker
-from headrank.results import Reranker
+from headrank.results import RankedResults, Reranker
 
 
 def describe_ranker(ranker: Reranker | None) -> dict:
@@ -29,6 +29,8 @@ def describe_ranker(ranker: Reranker | None) -> dict:
             "dtype": ranker.backbone.precision.dtype,
             "dtype_reason": ranker.backbone.precision.reason,
             "order": ranker.config.order,
+            "max_length": ranker.max_length,
+            "merge": ranker.config.merge,
             **_provenance(ranker.artifact),
         }
     info = getattr(ranker, "run_info", None)
@@ -56,12 +58,14 @@ def rerank_lists(
     top_k: int,
     progress: bool = True,
     scores: dict[str, dict[str, float]] | None = None,
+    costs: list[RankedResults] | None = None,
 ) -> tuple[RankedRun, Stopwatch]:
     """Rerank the top-k of each list; the candidates below k keep their first-stage order under them. A
     HeadRanker batches the prompts of many queries together (`rank_batch`); other rerankers rank one at a time.
 
     `ranker=None` keeps the first-stage order (the BM25 baseline). `scores`, when given, receives the
-    reranker's own score of each reranked document (for the middle-zone analysis)."""
+    reranker's own score of each reranked document (for the middle-zone analysis); `costs`, the ranked lists
+    (their windows, prompts and tokens)."""
     clock = Stopwatch()
     requests = [(lst.query, lst.head(top_k).documents(), lst.docids()[:top_k]) for lst in lists]
     with clock:
@@ -72,6 +76,8 @@ def rerank_lists(
                 ranked_lists = ranker.rank_batch([r for r in requests if r[1]], progress=progress)
             else:
                 ranked_lists = [ranker.rank(*r) for r in tqdm(requests, disable=not progress, unit="query") if r[1]]
+            if costs is not None:
+                costs.extend(ranked_lists)
             ranked_iter = iter(ranked_lists)
             orders = []
             for lst, (_, documents, _) in zip(lists, requests):
@@ -105,7 +111,8 @@ def evaluate_method(
     """Rerank a dataset with a ranker (or none, for BM25) and score it with ir-measures."""
     lists = data.judged()[:limit] if limit else data.judged()
     model_scores: dict[str, dict[str, float]] = {}
-    run, clock = rerank_lists(ranker, lists, top_k, progress, model_scores)
+    ranked: list[RankedResults] = []
+    run, clock = rerank_lists(ranker, lists, top_k, progress, model_scores, ranked)
     metrics = {
         "dataset": data.name,
         "method": method,
@@ -113,6 +120,7 @@ def evaluate_method(
         "top_k": top_k,
         "queries": len(lists),
         **evaluate(scored(run), data.qrels),
+        **(list_costs(ranked) if isinstance(ranker, HeadRanker) else {}),
         "seconds_per_query": clock.per_item,
         "peak_rss_mb": peak_rss_mb(),
         "machine": machine(),
@@ -124,6 +132,16 @@ def evaluate_method(
         if model_scores:
             write_scores(out / "scores.jsonl", lists, top_k, model_scores)
     return EvalResult(metrics, run)
+
+
+def list_costs(ranked: Sequence[RankedResults]) -> dict[str, float]:
+    """Mean windows, prompts (windows plus a tournament's final windows) and prompt tokens per reranked list."""
+    n = max(len(ranked), 1)
+    return {
+        "windows_per_query": sum(r.windows for r in ranked) / n,
+        "prompts_per_query": sum(r.prompts for r in ranked) / n,
+        "prompt_tokens_per_query": sum(r.tokens for r in ranked) / n,
+    }
 
 
 def write_scores(path: Path, lists: Sequence[CandidateList], top_k: int, scores: dict[str, dict[str, float]]) -> None:

@@ -102,7 +102,13 @@ def add_model_options(
         group.add_argument("--no-truncate", action="store_true", help="run every layer even with a head subset")
     group.add_argument("--max-passage-tokens", type=int, default=256)
     group.add_argument("--max-passage-words", type=int, default=None)
-    group.add_argument("--max-length", type=int, default=None, help="tokens per prompt (default: the model's)")
+    group.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per prompt (default: the model's); a longer list is split into windows, "
+        "whose leaders meet in a final window",
+    )
     group.add_argument(
         "--max-batch-tokens",
         type=int,

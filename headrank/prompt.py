@@ -118,6 +118,11 @@ class PromptBuilder:
 
     def build(self, query: str, passage_ids: Sequence[list[int]], order: Sequence[int]) -> ListwisePrompt:
         """Assemble a prompt; `passage_ids[d]` are document d's tokens, placed at the positions `order` gives."""
+        return self._assemble(passage_ids, order, self.suffix_ids(query), self.suffix_ids(CALIBRATION_QUERY))
+
+    def _assemble(
+        self, passage_ids: Sequence[list[int]] | dict[int, list[int]], order: Sequence[int], query_ids, calibration_ids
+    ) -> ListwisePrompt:
         prefix = list(self.head_ids)
         spans = []
         for position, doc in enumerate(order):
@@ -126,11 +131,48 @@ class PromptBuilder:
             prefix += passage_ids[doc]
         return ListwisePrompt(
             prefix_ids=prefix,
-            query_ids=self.suffix_ids(query),
-            calibration_ids=self.suffix_ids(CALIBRATION_QUERY),
+            query_ids=list(query_ids),
+            calibration_ids=list(calibration_ids),
             passage_spans=spans,
             order=list(order),
         )
+
+    def leaders(
+        self,
+        windows: Sequence[ListwisePrompt],
+        ranked: Sequence[Sequence[int]],
+        max_length: int,
+        per_window: int | None = None,
+    ) -> ListwisePrompt:
+        """The final window of a split list: every window's leaders (`ranked[w]`: window w's input positions, best
+        first), in as many whole rounds (each window's best, then each one's second, ...) as fit `max_length`, at
+        most `per_window`, placed in the windows' input order so the list's order (first-stage or not) is kept.
+        The passages' tokens are taken from the windows' prompts: nothing is tokenized again."""
+        ids = {w.order[p]: w.prefix_ids[slice(*w.passage_spans[p])] for w in windows for p in range(len(w.order))}
+        length = len(self.head_ids) + max(len(windows[0].query_ids), len(windows[0].calibration_ids))
+        chosen: list[int] = []
+        for depth in range(min(per_window or len(ids), max(map(len, ranked)))):
+            round_ = [w.order[r[depth]] for w, r in zip(windows, ranked) if depth < len(r)]
+            markers = range(len(chosen), len(chosen) + len(round_))
+            extra = sum(len(ids[d]) for d in round_) + sum(len(self.marker_ids(p)) for p in markers)
+            if chosen and length + extra > max_length:
+                break
+            chosen += round_
+            length += extra
+        order = [d for w in windows for d in w.order if d in set(chosen)]
+        return self._assemble(ids, order, windows[0].query_ids, windows[0].calibration_ids)
+
+    def split(self, prompt: ListwisePrompt, max_length: int) -> list[ListwisePrompt]:
+        """`prompt` as the balanced windows that fit `max_length` (itself when it fits)."""
+        if len(prompt.input_ids) <= max(max_length, 0) or len(prompt.order) < 2:
+            return [prompt]
+        ids = {d: prompt.prefix_ids[slice(*span)] for d, span in zip(prompt.order, prompt.passage_spans)}
+        fixed = len(self.head_ids) + max(len(prompt.query_ids), len(prompt.calibration_ids))
+        parts = balanced([len(self.marker_ids(len(ids) - 1)) + len(ids[d]) for d in prompt.order], max_length - fixed)
+        return [
+            self._assemble(ids, [prompt.order[i] for i in part], prompt.query_ids, prompt.calibration_ids)
+            for part in parts
+        ]
 
     def windows(
         self, query: str, passage_ids: Sequence[list[int]], order: Sequence[int], max_length: int
@@ -144,8 +186,14 @@ class PromptBuilder:
                 f"one passage and the query need {fixed + max(sizes)} tokens but the model takes {max_length}: "
                 "lower max_passage_tokens or shorten the query"
             )
-        for count in range(1, len(order) + 1):
-            bounds = [round(i * len(order) / count) for i in range(count + 1)]
-            if all(fixed + sum(sizes[a:b]) <= max_length for a, b in zip(bounds, bounds[1:])):
-                return [list(order[a:b]) for a, b in zip(bounds, bounds[1:])]
-        raise AssertionError("unreachable: one passage per window always fits")
+        return [[order[i] for i in part] for part in balanced(sizes, max_length - fixed)]
+
+
+def balanced(sizes: Sequence[int], budget: int) -> list[range]:
+    """The fewest balanced runs of consecutive items whose sizes each sum to at most `budget` (an item larger
+    than the budget gets a run of its own)."""
+    for count in range(1, len(sizes) + 1):
+        bounds = [round(i * len(sizes) / count) for i in range(count + 1)]
+        if all(b - a == 1 or sum(sizes[a:b]) <= budget for a, b in zip(bounds, bounds[1:])):
+            return [range(a, b) for a, b in zip(bounds, bounds[1:])]
+    return []

@@ -19,6 +19,7 @@ from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplat
 from headrank.results import (
     Document,
     RankedResults,
+    best_first,
     check_doc_ids,
     check_query,
     document_text,
@@ -35,6 +36,24 @@ from headrank.scoring import (
     query_attention,
 )
 
+MERGES = ("tournament", "scaled")
+
+Passes = list[tuple[list[int], ListScores]]
+"""scored prompts of one round of a list: (document indices by input position, scores)."""
+
+
+@dataclass
+class ScoredList:
+    """One list's scores, in the caller's order, and what they cost."""
+
+    scores: list[float]
+    windows: int
+    """windows the list was split into (1 when it fits one)."""
+    prompts: int
+    """prompts scored: the windows, then a tournament's final windows."""
+    tokens: int
+    """tokens of those prompts, each query span and its N/A twin included."""
+
 
 @dataclass(frozen=True)
 class RankerConfig:
@@ -45,6 +64,11 @@ class RankerConfig:
     """input order of the passages: reverse first-stage order (ICR), forward, or random."""
     max_length: int | None = None
     """tokens per forward pass; longer lists are split into balanced windows (default: the model's limit)."""
+    merge: str = "tournament"
+    """how a split list's windows are merged: "tournament" (each window's leaders go on to a final window, whose
+    ranking is put above the rest) or "scaled" (each window's scores as they are, the old merge)."""
+    leaders: int | None = None
+    """leaders per window in a tournament's final window (default: as many whole rounds as fit `max_length`)."""
     seed: int = 0
     max_batch_tokens: int | None = None
     """padded tokens per forward pass when many prompts are scored (default: chosen for the device, see
@@ -61,6 +85,10 @@ class HeadRanker:
         config = config or RankerConfig()
         if config.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, not {config.order!r}")
+        if config.merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES}, not {config.merge!r}")
+        if config.leaders is not None and config.leaders < 1:
+            raise ValueError(f"leaders must be at least 1, got {config.leaders}")
         if config.max_batch_tokens is not None and config.max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be at least 1, got {config.max_batch_tokens}")
         self.backbone = backbone
@@ -281,8 +309,12 @@ class HeadRanker:
             out.append(ListScores(*parts))
         return out
 
-    def score_lists(self, query: str, documents: Sequence[Document]) -> list[tuple[list[int], ListScores]]:
-        """Score each forward pass of this list: (document indices by input position, scores)."""
+    def prompt_tokens(self, prompt: ListwisePrompt) -> int:
+        """Tokens one prompt costs: its passages and query span, and the N/A span when calibrating."""
+        return len(prompt.input_ids) + (len(prompt.calibration_ids) if self.config.scoring.calibrate else 0)
+
+    def score_lists(self, query: str, documents: Sequence[Document]) -> Passes:
+        """Score each window of this list alone (the first round): (document indices by input position, scores)."""
         prompts = self.prompts(query, documents)
         return [(p.order, s) for p, s in zip(prompts, self.score_many(prompts))]
 
@@ -295,35 +327,65 @@ class HeadRanker:
 
     @torch.inference_mode()
     def per_head_scores(self, query: str, documents: Sequence[Document]) -> torch.Tensor:
-        """[heads, documents] in the caller's document order (heads in `self.heads` order)."""
+        """[heads, documents] in the caller's document order (heads in `self.heads` order), each window's alone."""
         return self.head_table(len(documents), self.score_lists(query, documents))
 
-    def combine(self, count: int, lists: Iterable[tuple[list[int], ListScores]]) -> list[float]:
-        """One score per document, in the caller's order, from the scored passes of a list of `count`."""
+    def next_round(self, last: Sequence[ListwisePrompt], scores: Sequence[ListScores]) -> list[ListwisePrompt]:
+        """The prompts a split list runs after the round `last` was scored: a tournament's final window over the
+        windows' leaders (itself split when the leaders do not fit one); none when the round was one window."""
+        if len(last) < 2 or self.config.merge != "tournament":
+            return []
+        ranked = [best_first(s.scores.tolist()) for s in scores]
+        final = self.builder.leaders(last, ranked, self.max_length, self.config.leaders)
+        if len(final.order) == sum(len(p.order) for p in last):  # windows of one passage each: nothing to play
+            return []
+        return self.builder.split(final, self.max_length)
+
+    def combine(self, count: int, lists: Iterable[tuple[list[int], ListScores]], *rounds: Passes) -> list[float]:
+        """One score per document, in the caller's order, from the scored windows of a list of `count` and its
+        later rounds: every window's scores as they are, then each round's documents lifted above the rest."""
+        weights = torch.tensor(self.heads.weight_vector())
         with torch.inference_mode():
-            return (torch.tensor(self.heads.weight_vector()) @ self.head_table(count, lists)).tolist()
+            scores = (weights @ self.head_table(count, lists)).tolist()
+            for passes in rounds:
+                ahead = (weights @ self.head_table(count, passes)).tolist()
+                docs = [d for order, _ in passes for d in order]
+                scores = lifted(scores, {d: ahead[d] for d in docs})
+        return scores
 
     def score(self, query: str, documents: Sequence[Document]) -> list[float]:
         """One score per document, in the caller's order."""
-        return self.combine(len(documents), self.score_lists(query, documents))
+        return self.score_batch([(query, documents)])[0]
 
     def score_batch(self, requests: Sequence[tuple[str, Sequence[Document]]]) -> list[list[float]]:
         """One score per document of each (query, documents), the prompts of every request batched together."""
-        prompts, owner = [], []
-        for r, (query, documents) in enumerate(requests):
-            for prompt in self.prompts(query, documents):
-                prompts.append(prompt)
-                owner.append(r)
-        passes: list[list[tuple[list[int], ListScores]]] = [[] for _ in requests]
-        for prompt, r, scores in zip(prompts, owner, self.score_many(prompts)):
-            passes[r].append((prompt.order, scores))
-        return [self.combine(len(documents), passes[r]) for r, (_, documents) in enumerate(requests)]
+        return [r.scores for r in self.score_requests(requests)]
+
+    def score_requests(self, requests: Sequence[tuple[str, Sequence[Document]]]) -> list[ScoredList]:
+        """`score_batch` with each list's cost: its windows are scored together with every other list's, then the
+        later rounds of the split lists, round by round."""
+        pending = [self.prompts(query, documents) for query, documents in requests]
+        rounds: list[list[Passes]] = [[] for _ in requests]
+        cost = [(len(p), 0, 0) for p in pending]
+        while any(pending):
+            flat = [p for prompts in pending for p in prompts]
+            scored = iter(self.score_many(flat))
+            for r, prompts in enumerate(pending):
+                scores = [next(scored) for _ in prompts]
+                if prompts:
+                    rounds[r].append([(p.order, s) for p, s in zip(prompts, scores)])
+                    tokens = sum(self.prompt_tokens(p) for p in prompts)
+                    cost[r] = (cost[r][0], cost[r][1] + len(prompts), cost[r][2] + tokens)
+                    pending[r] = self.next_round(prompts, scores)
+        return [
+            ScoredList(self.combine(len(documents), *(rounds[r] or [[]])), *cost[r])
+            for r, (_, documents) in enumerate(requests)
+        ]
 
     def rank(
         self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
     ) -> RankedResults:
-        check_doc_ids(documents, doc_ids)
-        return ranked_by_scores(query, documents, self.score(query, documents), doc_ids)
+        return self.rank_batch([(query, documents, doc_ids)], progress=False)[0]
 
     def rank_batch(
         self,
@@ -341,7 +403,20 @@ class HeadRanker:
         with tqdm(total=len(requests), desc=desc, disable=not progress, unit="query") as bar:
             for start in range(0, len(requests), chunk):
                 part = requests[start : start + chunk]
-                for r, scores in zip(part, self.score_batch([(r[0], r[1]) for r in part])):
-                    results.append(ranked_by_scores(r[0], r[1], scores, r[2] if len(r) > 2 else None))
+                for r, scored in zip(part, self.score_requests([(r[0], r[1]) for r in part])):
+                    ranked = ranked_by_scores(r[0], r[1], scored.scores, r[2] if len(r) > 2 else None)
+                    ranked.windows, ranked.prompts, ranked.tokens = scored.windows, scored.prompts, scored.tokens
+                    results.append(ranked)
                 bar.update(len(part))
         return results
+
+
+def lifted(scores: Sequence[float], ahead: dict[int, float]) -> list[float]:
+    """`scores` with the documents of `ahead` given their scores there, shifted to rank above every other document
+    (by one unit of `ahead`'s mean gap), so a later round of a tournament decides the top of the list."""
+    rest = [s for d, s in enumerate(scores) if d not in ahead]
+    if not rest or not ahead:
+        return list(scores)
+    low, high = min(ahead.values()), max(ahead.values())
+    shift = max(rest) - low + ((high - low) / len(ahead) or 1.0)
+    return [ahead[d] + shift if d in ahead else s for d, s in enumerate(scores)]

@@ -31,6 +31,12 @@ class RankedDocument:
 class RankedResults:
     query: str
     results: list[RankedDocument] = field(default_factory=list)
+    windows: int = 1
+    """windows the list was split into to fit the model (1: one forward pass saw every document)."""
+    prompts: int = 1
+    """prompts scored: the windows, then (for a split list) a tournament's final windows; 0 for an empty list."""
+    tokens: int = 0
+    """tokens of those prompts, as the ranker counts them (0 when the reranker does not say)."""
 
     def top_k(self, k: int) -> list[RankedDocument]:
         return self.results[:k]

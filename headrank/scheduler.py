@@ -53,13 +53,25 @@ class JobClock:
 class _Job:
     count: int
     prompts: list
+    """the prompts of the list's current round: its windows, then a tournament's final windows."""
     future: Future = field(default_factory=Future)
-    scored: list = field(default_factory=list)
+    scored: dict = field(default_factory=dict)
+    """scores of the current round's prompts scored so far, by the prompt's index in `prompts`."""
+    rounds: list = field(default_factory=list)
+    """the finished rounds' scored prompts: (order, scores) each."""
     clock: JobClock = field(default_factory=JobClock)
 
     @property
     def pending(self) -> list:
-        return self.prompts[len(self.scored) :]
+        """(index, prompt) of the current round's prompts not scored yet."""
+        return [(i, p) for i, p in enumerate(self.prompts) if i not in self.scored]
+
+    def advance(self, ranker: HeadRanker) -> bool:
+        """Close the finished round and queue the next one (a split list's final window); False when done."""
+        scores = [self.scored[i] for i in range(len(self.prompts))]
+        self.rounds.append([(p.order, s) for p, s in zip(self.prompts, scores)])
+        self.prompts, self.scored = ranker.next_round(self.prompts, scores), {}
+        return bool(self.prompts)
 
 
 class Scheduler:
@@ -147,8 +159,8 @@ class Scheduler:
                 self._settle(job, result=self.ranker.combine(job.count, []))
         if not self.active:
             return
-        pool = [(job, p) for job in list(self.active)[: self.max_batch_requests] for p in job.pending]
-        groups = self.ranker.batches([p for _, p in pool])
+        pool = [(job, ip) for job in list(self.active)[: self.max_batch_requests] for ip in job.pending]
+        groups = self.ranker.batches([p for _, (_, p) in pool])
         chosen = [pool[i] for i in next(g for g in groups if 0 in g)]  # the longest-waiting job's next prompt
         jobs = list({id(j): j for j, _ in chosen}.values())
         began = time.monotonic()
@@ -156,7 +168,7 @@ class Scheduler:
             job.clock.started = job.clock.started or began
         try:
             with interruptible(lambda: self._stopping.is_set() or all(j.future.cancelled() for j in jobs)):
-                results = self._score([p for _, p in chosen])
+                results = self._score([p for _, (_, p) in chosen])
         except Interrupted:  # every job of the batch is gone, or the worker is stopping: the next step drops them
             return
         except Exception as err:  # one bad batch fails its own jobs, never the worker
@@ -165,18 +177,21 @@ class Scheduler:
                 self._settle(job, error=err)
             return
         if self.on_pass is not None:
-            self.on_pass(len(chosen), len(chosen) * max(len(p.input_ids) for _, p in chosen))
+            self.on_pass(len(chosen), len(chosen) * max(len(p.input_ids) for _, (_, p) in chosen))
         served = []
-        for (job, prompt), scores in zip(chosen, results):
-            job.scored.append((prompt.order, scores))
+        for (job, (index, _)), scores in zip(chosen, results):
+            job.scored[index] = scores
             if job not in served:
                 served.append(job)
         for job in served:
             self.active.remove(job)
-            if job.pending:
-                self.active.append(job)  # served: to the back of the line
-            else:
-                self._settle(job, result=self.ranker.combine(job.count, job.scored))
+            try:
+                if job.pending or job.advance(self.ranker):
+                    self.active.append(job)  # served: to the back of the line
+                else:
+                    self._settle(job, result=self.ranker.combine(job.count, *job.rounds))
+            except Exception as err:  # a list that cannot go on fails alone, never the worker
+                self._settle(job, error=err)
 
     def _score(self, prompts: list) -> list:
         """Score a batch; on running out of device memory, in halves, down to one prompt (then `Overloaded`)."""

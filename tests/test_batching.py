@@ -40,7 +40,7 @@ def test_rank_batch_batches_across_queries_and_keeps_each_answer(tiny):
     original = wide.score_prompts
     wide.score_prompts = lambda prompts, prefix=None: calls.append(len(prompts)) or original(prompts, prefix)
     batched = wide.rank_batch(requests, progress=False)
-    assert calls == [3]  # two windows of the first list and the second list: one pass
+    assert calls == [3, 1]  # two windows of the first list and the second list: one pass; the final window
     for (query, docs, ids), got in zip(requests, batched):
         want = alone.rank(query, docs, ids)
         assert [r.doc_id for r in got] == [r.doc_id for r in want]

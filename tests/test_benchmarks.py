@@ -160,7 +160,8 @@ def test_depth_pareto_scores_every_budget_from_the_tables(tiny_folder, data, tmp
     by = {r["selection"]: r for r in rows}
     assert set(by) == {"ICR (all heads)", "budget 2", "budget 3", "budget 4"} and finite(rows)
     assert by["ICR (all heads)"]["layers run"] == 4 and all(by[f"budget {b}"]["layers run"] <= b for b in (2, 3, 4))
-    icr = HeadRanker.from_pretrained(tiny_folder, dtype="float32")  # the head tables are float32 on every machine
+    # the head tables are float32 on every machine, and score windows alone
+    icr = HeadRanker.from_pretrained(tiny_folder, dtype="float32").variant(merge="scaled")
     dl19 = load_dataset("dl19", data)
     run = {lst.qid: dict(zip(lst.docids(), icr.score(lst.query, lst.documents()))) for lst in dl19.judged()}
     assert by["ICR (all heads)"]["dl19 nDCG@10"] == pytest.approx(evaluate(run, dl19.qrels, ["nDCG@10"])["ndcg@10"])

@@ -73,6 +73,8 @@ def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
     for key in ("ndcg@10", "queries", "seconds_per_query", "peak_rss_mb", "layers_run"):
         assert key in metrics
     assert metrics["layers_run"] == 4 and metrics["heads"] == "all heads"
+    assert metrics["windows_per_query"] == metrics["prompts_per_query"] == 1  # two passages fit one window
+    assert metrics["prompt_tokens_per_query"] > 0 and metrics["merge"] == "tournament"
     run = load_run(tmp_path / "icr" / "run.trec")
     assert set(run) == {"1", "2"}
     assert [d for d, _ in run["1"]][2] == "1-2"  # below top-k: first-stage order kept

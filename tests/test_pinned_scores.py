@@ -35,7 +35,16 @@ TINY = {
         "-0x1.1bb2760000000p-2",
         "-0x1.bf8f620000000p-3",
     ],
+    "tiny_tournament": [
+        "-0x1.11bf77e000000p-2",
+        "-0x1.5366e40000000p-2",
+        "-0x1.e1faf7c000000p-3",
+        "-0x1.5b3861c000000p-3",
+        "-0x1.6438ec0000000p-7",
+    ],
 }
+"""`tiny_windows` is the scaled merge of two windows (the default until the tournament); `tiny_tournament` the
+same list under the tournament, pinned when it was written (commit on branch long-lists)."""
 
 EMBEDDED_DL19_QID = "264014"
 EMBEDDED = {
@@ -94,12 +103,20 @@ def _assert_pinned(scores: list[float], pinned: list[str]) -> None:
 
 
 def test_tiny_scores_are_unchanged():
-    _assert_pinned(HeadRanker(tiny_backbone(), RankerConfig()).score(FLEA_QUERY, DOCS), TINY["tiny_icr"])
+    """A list that fits one window scores as it always did, through `score`, `rank` and `rank_batch` alike."""
+    ranker = HeadRanker(tiny_backbone(), RankerConfig())
+    _assert_pinned(ranker.score(FLEA_QUERY, DOCS), TINY["tiny_icr"])
+    ranked = ranker.rank_batch([(FLEA_QUERY, DOCS), ("what is wifi", DOCS[:2])], progress=False)[0]
+    _assert_pinned([r.score for r in sorted(ranked, key=lambda r: r.index)], TINY["tiny_icr"])
+    assert (ranked.windows, ranked.prompts) == (1, 1)
     subset = RankerConfig(heads=HeadSet.of([(0, 1), (1, 0), (2, 3)]))
     _assert_pinned(HeadRanker(tiny_backbone(), subset).score(FLEA_QUERY, DOCS), TINY["tiny_subset"])
-    windows = HeadRanker(tiny_backbone(), RankerConfig(max_length=150))
-    assert len(windows.prompts(FLEA_QUERY, DOCS)) > 1
-    _assert_pinned(windows.score(FLEA_QUERY, DOCS), TINY["tiny_windows"])
+    scaled = HeadRanker(tiny_backbone(), RankerConfig(max_length=150, merge="scaled"))
+    assert len(scaled.prompts(FLEA_QUERY, DOCS)) > 1
+    _assert_pinned(scaled.score(FLEA_QUERY, DOCS), TINY["tiny_windows"])
+    tournament = HeadRanker(tiny_backbone(), RankerConfig(max_length=150))
+    assert tournament.rank(FLEA_QUERY, DOCS).prompts == 3  # two windows and the final one
+    _assert_pinned(tournament.score(FLEA_QUERY, DOCS), TINY["tiny_tournament"])
 
 
 @pytest.mark.slow
