@@ -13,12 +13,14 @@ from tqdm.auto import tqdm
 from headrank.artifact import attach_adapter, check_base, is_artifact, ranker_parts, read_manifest
 from headrank.backbone import Backbone, load_backbone
 from headrank.batching import default_batch_tokens, token_batches
+from headrank.calibration import Calibration, ListEvidence, load_calibration
 from headrank.family import ModelFamily
 from headrank.headset import HeadSet
 from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
 from headrank.results import (
     Document,
     RankedResults,
+    ScoredList,
     check_doc_ids,
     check_query,
     document_text,
@@ -74,6 +76,8 @@ class HeadRanker:
         self.max_length = min(config.max_length or backbone.max_length, backbone.max_length)
         self.max_batch_tokens = config.max_batch_tokens or default_batch_tokens(str(self.family.device))
         self.artifact: dict | None = None
+        self.calibration: Calibration | None = None
+        """P(relevant) from the list's evidence (calibration.py): the artifact's calibration.json, if any."""
         """the manifest of the trained artifact this ranker was loaded from, if any."""
         self.prefix_context: Callable[[], AbstractContextManager] | None = None
         """set by `adapt` for query-span adapters: the context (adapters off) in which the passages are encoded.
@@ -152,7 +156,7 @@ class HeadRanker:
         check_base(folder, manifest, backbone.fingerprint)
         config = RankerConfig(**ranker_parts(manifest), max_length=max_length, max_batch_tokens=max_batch_tokens)
         ranker = cls(backbone, config, truncate=truncate)
-        ranker.artifact = manifest
+        ranker.artifact, ranker.calibration = manifest, load_calibration(folder)
         attach_adapter(ranker, folder, manifest)
         return ranker
 
@@ -175,6 +179,7 @@ class HeadRanker:
             self.backbone, replace(self.config, **changes), truncate=self.depth < self.backbone.num_layers
         )
         other.artifact, other.prefix_context = self.artifact, self.prefix_context
+        other.calibration = self.calibration
         return other
 
     def merged(self, peft_model) -> None:
@@ -303,12 +308,24 @@ class HeadRanker:
         with torch.inference_mode():
             return (torch.tensor(self.heads.weight_vector()) @ self.head_table(count, lists)).tolist()
 
+    def scored_list(self, count: int, lists: Sequence[tuple[list[int], ListScores]]) -> ScoredList:
+        """`combine`'s scores and, when the ranker has a calibration, each document's P(relevant)."""
+        scores = self.combine(count, lists)
+        if self.calibration is None or not scores:
+            return ScoredList(scores)
+        evidence = ListEvidence.from_passes(scores, lists, self.heads.weight_vector())
+        return ScoredList(scores, self.calibration.relevance(evidence))
+
     def score(self, query: str, documents: Sequence[Document]) -> list[float]:
         """One score per document, in the caller's order."""
         return self.combine(len(documents), self.score_lists(query, documents))
 
     def score_batch(self, requests: Sequence[tuple[str, Sequence[Document]]]) -> list[list[float]]:
         """One score per document of each (query, documents), the prompts of every request batched together."""
+        return [s.scores for s in self.scored_batch(requests)]
+
+    def scored_batch(self, requests: Sequence[tuple[str, Sequence[Document]]]) -> list[ScoredList]:
+        """`scored_list` of each (query, documents), the prompts of every request batched together."""
         prompts, owner = [], []
         for r, (query, documents) in enumerate(requests):
             for prompt in self.prompts(query, documents):
@@ -317,13 +334,14 @@ class HeadRanker:
         passes: list[list[tuple[list[int], ListScores]]] = [[] for _ in requests]
         for prompt, r, scores in zip(prompts, owner, self.score_many(prompts)):
             passes[r].append((prompt.order, scores))
-        return [self.combine(len(documents), passes[r]) for r, (_, documents) in enumerate(requests)]
+        return [self.scored_list(len(documents), passes[r]) for r, (_, documents) in enumerate(requests)]
 
     def rank(
         self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
     ) -> RankedResults:
         check_doc_ids(documents, doc_ids)
-        return ranked_by_scores(query, documents, self.score(query, documents), doc_ids)
+        scored = self.scored_list(len(documents), self.score_lists(query, documents))
+        return ranked_by_scores(query, documents, scored.scores, doc_ids, scored.relevance)
 
     def rank_batch(
         self,
@@ -341,7 +359,7 @@ class HeadRanker:
         with tqdm(total=len(requests), desc=desc, disable=not progress, unit="query") as bar:
             for start in range(0, len(requests), chunk):
                 part = requests[start : start + chunk]
-                for r, scores in zip(part, self.score_batch([(r[0], r[1]) for r in part])):
-                    results.append(ranked_by_scores(r[0], r[1], scores, r[2] if len(r) > 2 else None))
+                for r, s in zip(part, self.scored_batch([(r[0], r[1]) for r in part])):
+                    results.append(ranked_by_scores(r[0], r[1], s.scores, r[2] if len(r) > 2 else None, s.relevance))
                 bar.update(len(part))
         return results

@@ -24,7 +24,10 @@ class RankedDocument:
     index: int
     """position of the document in the caller's list."""
     relevance: float = 0.5
-    """`score` mapped into (0, 1) with the ranking kept (`relevance_scores`): what Cohere/Jina/TEI clients get."""
+    """`score` mapped into (0, 1) with the ranking kept: what Cohere/Jina/TEI clients get. The calibrated
+    P(relevant) when the ranker has a calibration (headrank/calibration.py), else `list_relevance`."""
+    list_relevance: float = 0.5
+    """`score` relative to its list (`relevance_scores`): the relevance before calibrations existed."""
 
 
 @dataclass
@@ -105,18 +108,39 @@ def relevance_scores(scores: Sequence[float]) -> list[float]:
 
 
 def ranked_by_scores(
-    query: str, documents: Sequence[Document], scores: Sequence[float], doc_ids: Sequence[str | int] | None = None
+    query: str,
+    documents: Sequence[Document],
+    scores: Sequence[float],
+    doc_ids: Sequence[str | int] | None = None,
+    relevance: Sequence[float] | None = None,
 ) -> RankedResults:
-    """Best score first; ties keep the input order, so equal scores never reshuffle the first stage."""
+    """Best score first; ties keep the input order, so equal scores never reshuffle the first stage.
+    `relevance` (calibrated, increasing in the score) replaces the list-relative one as `.relevance`."""
     ids = check_doc_ids(documents, doc_ids)
-    relevance = relevance_scores(scores)
+    listwise = relevance_scores(scores)
+    shown = listwise if relevance is None else relevance
     return RankedResults(
         query=query,
         results=[
-            RankedDocument(document_text(documents[i], i), ids[i], float(scores[i]), rank + 1, i, relevance[i])
+            RankedDocument(
+                document_text(documents[i], i), ids[i], float(scores[i]), rank + 1, i, float(shown[i]), listwise[i]
+            )
             for rank, i in enumerate(best_first(scores))
         ],
     )
+
+
+class ScoredList(list[float]):
+    """A list's scores in the caller's order (a plain list of them, for every caller that wants only those) and,
+    from a calibrated ranker, each document's P(relevant) as `relevance` (None without a calibration)."""
+
+    def __init__(self, scores: Sequence[float], relevance: Sequence[float] | None = None):
+        super().__init__(scores)
+        self.relevance = None if relevance is None else list(relevance)
+
+    @property
+    def scores(self) -> list[float]:
+        return list(self)
 
 
 def best_first(scores: Sequence[float], top_n: int | None = None) -> list[int]:

@@ -76,7 +76,8 @@ class Scheduler:
         return not self._thread.is_alive()
 
     def submit(self, query: str, documents: Sequence[Document], future: Future | None = None) -> Future:
-        """Tokenize a list and queue it; the future (`future`, or a new one) gets one score per document. Input
+        """Tokenize a list and queue it; the future (`future`, or a new one) gets one score per document
+        (a ScoredList: with the calibrated relevance when the ranker has a calibration). Input
         is checked here (call it off the event loop: tokenizing a large request takes seconds). A future
         cancelled while this tokenized (its client left) is not queued; after `stop` every future is cancelled."""
         job = _Job(len(documents), self.ranker.prompts(query, documents), future or Future())
@@ -117,7 +118,7 @@ class Scheduler:
         for job in [j for j in self.active if j.future.cancelled() or not j.pending]:
             self.active.remove(job)
             if not job.future.cancelled():  # an empty list: nothing to run
-                self._settle(job, result=self.ranker.combine(job.count, []))
+                self._settle(job, result=self.ranker.scored_list(job.count, []))
         if not self.active:
             return
         pool = [(job, p) for job in list(self.active)[: self.max_batch_requests] for p in job.pending]
@@ -144,7 +145,7 @@ class Scheduler:
             if job.pending:
                 self.active.append(job)  # served: to the back of the line
             else:
-                self._settle(job, result=self.ranker.combine(job.count, job.scored))
+                self._settle(job, result=self.ranker.scored_list(job.count, job.scored))
 
     def _score(self, prompts: list) -> list:
         """Score a batch; on running out of device memory, in halves, down to one prompt (then `Overloaded`)."""

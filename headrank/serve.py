@@ -136,6 +136,17 @@ RawScores = Annotated[
 ]
 
 
+Relevance = Annotated[
+    Literal["calibrated", "list"],
+    Field(
+        default="calibrated",
+        description="`calibrated`: relevance_score is the ranker's calibrated P(relevant), comparable across "
+        "queries (when its artifact has a calibration.json; else as `list`); `list`: the logistic of each score's "
+        "distance from the list's mean in standard deviations, relative to the list. Both keep the ranking",
+    ),
+]
+
+
 class RerankRequest(StrictRequest):
     """Cohere v1 / Jina rerank request."""
 
@@ -145,6 +156,7 @@ class RerankRequest(StrictRequest):
     top_n: TopN = None
     return_documents: bool = True
     raw_scores: RawScores = False
+    relevance: Relevance = "calibrated"
     rank_fields: list[Text] | None = Field(
         default=None,
         min_length=1,
@@ -163,6 +175,7 @@ class RerankRequestV2(StrictRequest):
     top_n: TopN = None
     max_tokens_per_doc: PositiveInt | None = Field(default=None, description="cut each document to this many tokens")
     raw_scores: RawScores = False
+    relevance: Relevance = "calibrated"
 
 
 class RerankResult(BaseModel):
@@ -198,6 +211,7 @@ class TeiRequest(StrictRequest):
     texts: list[Text]
     return_text: bool = False
     raw_scores: RawScores = False
+    relevance: Relevance = "calibrated"
     truncate: bool = Field(
         default=True,
         description="false: answer 422 for a text longer than the ranker's passage limit instead of cutting it "
@@ -508,6 +522,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         top_n: int | None,
         raw: bool,
         prepare: Callable[[Sequence[Document]], Sequence[Document]] | None = None,
+        relevance: str = "calibrated",
     ) -> list[tuple[int, float]]:
         """(index, score) best first: the one path behind every endpoint shape."""
         if len(documents) > config.max_documents:
@@ -526,7 +541,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             raise HTTPException(422, str(err)) from err
         except Overloaded as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from err
-        shown = values if raw else relevance_scores(values)
+        shown = _shown(values, raw, relevance)
         return [(i, shown[i]) for i in best_first(values, top_n)]
 
     description = describe_ranker(ranker)
@@ -553,7 +568,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             for d in body.documents
         ]
         passages = [_v1_passage(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-        order = await ranked(request, body.query, passages, body.top_n, body.raw_scores)
+        order = await ranked(request, body.query, passages, body.top_n, body.raw_scores, None, body.relevance)
         results = [
             RerankResult(index=i, relevance_score=v, document=docs[i] if body.return_documents else None)
             for i, v in order
@@ -571,7 +586,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         """Cohere v2 shape (`cohere.ClientV2`, LangChain's CohereRerank)."""
         limit = body.max_tokens_per_doc
         cut = None if limit is None else lambda documents: _cut_tokens(ranker, documents, limit)
-        order = await ranked(request, body.query, body.documents, body.top_n, body.raw_scores, cut)
+        order = await ranked(request, body.query, body.documents, body.top_n, body.raw_scores, cut, body.relevance)
         return RerankResponseV2(
             id=str(uuid.uuid4()),
             results=[RerankResultV2(index=i, relevance_score=v) for i, v in order],
@@ -583,13 +598,22 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     async def rerank_tei(request: Request, body: TeiRequest) -> list[TeiResult]:
         """text-embeddings-inference shape."""
         check = None if body.truncate else lambda texts: _refuse_cut(ranker, texts)
-        order = await ranked(request, body.query, body.texts, None, body.raw_scores, check)
+        order = await ranked(request, body.query, body.texts, None, body.raw_scores, check, body.relevance)
         return [TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None) for i, v in order]
 
     posted = frozenset(route.path for route in app.routes if "POST" in getattr(route, "methods", ()))
     app.add_middleware(BodyGuard, limit=config.max_body_bytes, json_paths=posted)
     _declare_limits(app, config)
     return app
+
+
+def _shown(values: Sequence[float], raw: bool, relevance: str) -> list[float]:
+    """What a client reads as relevance: the raw scores, the calibrated relevance the ranker settled the list
+    with (a ScoredList's, when it has a calibration), or the list-relative one."""
+    if raw:
+        return list(values)
+    calibrated = getattr(values, "relevance", None)
+    return calibrated if relevance == "calibrated" and calibrated is not None else relevance_scores(values)
 
 
 def _device_memory(ranker) -> dict:

@@ -60,8 +60,8 @@ class Gated:
         self.batches_run.append(len(prompts))
         return self.ranker.score_many(prompts)
 
-    def combine(self, count, lists):
-        return self.ranker.combine(count, lists)
+    def scored_list(self, count, lists):
+        return self.ranker.scored_list(count, lists)
 
 
 def test_cohere_jina_shape(client, ranker):
