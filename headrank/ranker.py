@@ -16,6 +16,7 @@ from headrank.batching import default_batch_tokens, token_batches
 from headrank.calibration import Calibration, ListEvidence, load_calibration
 from headrank.family import ModelFamily
 from headrank.headset import HeadSet
+from headrank.highlights import evidence_spans
 from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
 from headrank.results import (
     Document,
@@ -337,11 +338,20 @@ class HeadRanker:
         return [self.scored_list(len(documents), passes[r]) for r, (_, documents) in enumerate(requests)]
 
     def rank(
-        self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
+        self,
+        query: str,
+        documents: Sequence[Document],
+        doc_ids: Sequence[str | int] | None = None,
+        highlights: bool = False,
     ) -> RankedResults:
+        """Best first; `highlights` adds each document's evidence spans (one more pass, headrank/highlights.py)."""
         check_doc_ids(documents, doc_ids)
         scored = self.scored_list(len(documents), self.score_lists(query, documents))
-        return ranked_by_scores(query, documents, scored.scores, doc_ids, scored.relevance)
+        ranked = ranked_by_scores(query, documents, scored.scores, doc_ids, scored.relevance)
+        if highlights:
+            spans = evidence_spans(self, query, documents)
+            ranked.results = [replace(r, highlights=tuple(spans[r.index])) for r in ranked.results]
+        return ranked
 
     def rank_batch(
         self,

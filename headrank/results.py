@@ -15,6 +15,15 @@ Document = str | Mapping[str, str]
 
 
 @dataclass(frozen=True)
+class Highlight:
+    """A span of a document's text, [start, end) in characters, and its share of the heads' attention to it."""
+
+    start: int
+    end: int
+    weight: float
+
+
+@dataclass(frozen=True)
 class RankedDocument:
     document: str
     doc_id: str | int
@@ -28,6 +37,9 @@ class RankedDocument:
     P(relevant) when the ranker has a calibration (headrank/calibration.py), else `list_relevance`."""
     list_relevance: float = 0.5
     """`score` relative to its list (`relevance_scores`): the relevance before calibrations existed."""
+    highlights: tuple[Highlight, ...] | None = None
+    """when asked for (`HeadRanker.rank(..., highlights=True)`): the document's sentences, heaviest first, by
+    the selected heads' attention (headrank/highlights.py)."""
 
 
 @dataclass
