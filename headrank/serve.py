@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headrank.evaluate import peak_rss_mb, rss_mb
 from headrank.experiment import describe_ranker
+from headrank.highlights import evidence_spans
 from headrank.prompt import PromptBuilder
 from headrank.ranker import HeadRanker
 from headrank.results import VISIBLE, Document, best_first, is_blank, relevance_scores
@@ -147,6 +148,23 @@ Relevance = Annotated[
 ]
 
 
+ReturnHighlights = Annotated[
+    bool,
+    Field(
+        default=False,
+        description="also answer each result's `highlights`: its sentences by the selected heads' attention, "
+        "heaviest first, as {start, end, weight} character offsets into the text ranked (for a v1 document "
+        "with a title or rank_fields: the fields joined by newlines). Costs one more pass",
+    ),
+]
+
+
+class HighlightSpan(BaseModel):
+    start: int
+    end: int
+    weight: float
+
+
 class RerankRequest(StrictRequest):
     """Cohere v1 / Jina rerank request."""
 
@@ -157,6 +175,7 @@ class RerankRequest(StrictRequest):
     return_documents: bool = True
     raw_scores: RawScores = False
     relevance: Relevance = "calibrated"
+    return_highlights: ReturnHighlights = False
     rank_fields: list[Text] | None = Field(
         default=None,
         min_length=1,
@@ -176,12 +195,14 @@ class RerankRequestV2(StrictRequest):
     max_tokens_per_doc: PositiveInt | None = Field(default=None, description="cut each document to this many tokens")
     raw_scores: RawScores = False
     relevance: Relevance = "calibrated"
+    return_highlights: ReturnHighlights = False
 
 
 class RerankResult(BaseModel):
     index: int
     relevance_score: float
     document: TextDocument | None = None
+    highlights: list[HighlightSpan] | None = None
 
 
 class RerankResponse(BaseModel):
@@ -195,6 +216,7 @@ class RerankResponse(BaseModel):
 class RerankResultV2(BaseModel):
     index: int
     relevance_score: float
+    highlights: list[HighlightSpan] | None = None
 
 
 class RerankResponseV2(BaseModel):
@@ -212,6 +234,7 @@ class TeiRequest(StrictRequest):
     return_text: bool = False
     raw_scores: RawScores = False
     relevance: Relevance = "calibrated"
+    return_highlights: ReturnHighlights = False
     truncate: bool = Field(
         default=True,
         description="false: answer 422 for a text longer than the ranker's passage limit instead of cutting it "
@@ -226,6 +249,7 @@ class TeiResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+    highlights: list[HighlightSpan] | None = None
 
 
 class Health(BaseModel):
@@ -544,6 +568,26 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         shown = _shown(values, raw, relevance)
         return [(i, shown[i]) for i in best_first(values, top_n)]
 
+    async def highlighted(
+        wanted: bool,
+        query: str,
+        documents: Sequence[Document],
+        order: list[tuple[int, float]],
+        prepare: Callable[[Sequence[Document]], Sequence[Document]] | None = None,
+    ) -> dict[int, list[HighlightSpan] | None]:
+        """Each answered document's evidence spans when the request asked for them (another pass, off the loop;
+        the engine's state is per thread), else None for every one (left out of the answer). `prepare` cuts the
+        documents as `ranked` did."""
+        if not wanted or not order:
+            return dict.fromkeys(range(len(documents)))
+
+        def spans_of() -> list:
+            shown = prepare(documents) if prepare else documents
+            return evidence_spans(ranker, query, [_visible(d) for d in shown])
+
+        spans = await asyncio.to_thread(spans_of)
+        return {i: [HighlightSpan(start=h.start, end=h.end, weight=h.weight) for h in spans[i]] for i, _ in order}
+
     description = describe_ranker(ranker)
 
     @app.get("/health", response_model=Health)
@@ -569,8 +613,11 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         ]
         passages = [_v1_passage(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
         order = await ranked(request, body.query, passages, body.top_n, body.raw_scores, None, body.relevance)
+        spans = await highlighted(body.return_highlights, body.query, passages, order)
         results = [
-            RerankResult(index=i, relevance_score=v, document=docs[i] if body.return_documents else None)
+            RerankResult(
+                index=i, relevance_score=v, document=docs[i] if body.return_documents else None, highlights=spans[i]
+            )
             for i, v in order
         ]
         return RerankResponse(
@@ -581,15 +628,16 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             meta={"api_version": {"version": "1"}, "billed_units": {"search_units": 1}},
         )
 
-    @app.post("/v2/rerank", response_model=RerankResponseV2, responses=ERRORS)
+    @app.post("/v2/rerank", response_model=RerankResponseV2, response_model_exclude_none=True, responses=ERRORS)
     async def rerank_v2(request: Request, body: RerankRequestV2) -> RerankResponseV2:
         """Cohere v2 shape (`cohere.ClientV2`, LangChain's CohereRerank)."""
         limit = body.max_tokens_per_doc
         cut = None if limit is None else lambda documents: _cut_tokens(ranker, documents, limit)
         order = await ranked(request, body.query, body.documents, body.top_n, body.raw_scores, cut, body.relevance)
+        spans = await highlighted(body.return_highlights, body.query, body.documents, order, cut)
         return RerankResponseV2(
             id=str(uuid.uuid4()),
-            results=[RerankResultV2(index=i, relevance_score=v) for i, v in order],
+            results=[RerankResultV2(index=i, relevance_score=v, highlights=spans[i]) for i, v in order],
             model=config.model_name,
             meta={"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
         )
@@ -599,7 +647,11 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         """text-embeddings-inference shape."""
         check = None if body.truncate else lambda texts: _refuse_cut(ranker, texts)
         order = await ranked(request, body.query, body.texts, None, body.raw_scores, check, body.relevance)
-        return [TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None) for i, v in order]
+        spans = await highlighted(body.return_highlights, body.query, body.texts, order)
+        return [
+            TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None, highlights=spans[i])
+            for i, v in order
+        ]
 
     posted = frozenset(route.path for route in app.routes if "POST" in getattr(route, "methods", ()))
     app.add_middleware(BodyGuard, limit=config.max_body_bytes, json_paths=posted)

@@ -70,3 +70,36 @@ def test_highlights_match_the_token_attention_across_windows_and_truncation():
             assert [h.weight for h in got] == pytest.approx([h.weight for h in expected], abs=1e-5)
     unread = ranked[0].highlights  # 12 tokens do not reach the last sentence of PLANTED: it gets nothing
     assert {PLANTED[h.start : h.end]: h.weight for h in unread}["goldfish grow in a tank"] == 0.0
+
+
+def test_every_http_shape_answers_highlights_only_when_asked(lexical):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from headrank.serve import ServeConfig, create_app
+
+    from .conftest import served
+
+    ranker = HeadRanker(lexical)
+    documents = [DOCS[0], PLANTED, DOCS[3]]
+    expected = {
+        r.index: [(h.start, h.end) for h in r.highlights] for r in ranker.rank(FLEA_QUERY, documents, highlights=True)
+    }
+    with served(create_app(ranker, ServeConfig(model_name="lexical"))) as client:
+        for path, body, key in (
+            ("/v1/rerank", {"query": FLEA_QUERY, "documents": documents, "top_n": 2}, "results"),
+            ("/v2/rerank", {"query": FLEA_QUERY, "documents": documents, "top_n": 2}, "results"),
+            ("/rerank", {"query": FLEA_QUERY, "texts": documents}, None),
+        ):
+            plain = client.post(path, json=body).json()
+            assert all("highlights" not in r for r in (plain[key] if key else plain))
+            answer = client.post(path, json={**body, "return_highlights": True})
+            assert answer.status_code == 200, answer.text
+            results = answer.json()[key] if key else answer.json()
+            assert {r["index"]: [(h["start"], h["end"]) for h in r["highlights"]] for r in results} == {
+                r["index"]: expected[r["index"]] for r in results
+            }
+            planted = next(r for r in results if r["index"] == 1)["highlights"][0]
+            assert PLANTED[planted["start"] : planted["end"]] == "fleas live up to a year on the host."
+        titled = {"query": FLEA_QUERY, "documents": [{"title": "Fleas", "text": PLANTED}], "return_highlights": True}
+        spans = client.post("/v1/rerank", json=titled).json()["results"][0]["highlights"]
+        assert {("Fleas\n" + PLANTED)[h["start"] : h["end"]] for h in spans} >= {"Fleas", "goldfish grow in a tank"}
