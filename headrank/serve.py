@@ -28,13 +28,14 @@ from typing import Annotated, Literal
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headrank.evaluate import peak_rss_mb, rss_mb
 from headrank.experiment import describe_ranker
 from headrank.highlights import evidence_spans
+from headrank.page import PAGE
 from headrank.prompt import PromptBuilder
 from headrank.ranker import HeadRanker
 from headrank.results import VISIBLE, Document, best_first, is_blank, relevance_scores
@@ -589,6 +590,11 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         return {i: [HighlightSpan(start=h.start, end=h.end, weight=h.weight) for h in spans[i]] for i, _ in order}
 
     description = describe_ranker(ranker)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        """A page to rank pasted passages and see their evidence (headrank/page.py)."""
+        return PAGE
 
     @app.get("/health", response_model=Health)
     def health() -> Health:
