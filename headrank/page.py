@@ -31,8 +31,8 @@ PAGE = """<!doctype html>
 <body>
 <h1>headrank</h1>
 <p class="lead">Paste a query and passages (one per paragraph: separate them with a blank line). The ranking comes
-from the attention of the selected heads; relevance is the calibrated P(relevant); the marked sentences are those
-the heads read most (darker: more).</p>
+from the attention of the selected heads; relevance is the calibrated P(relevant) (the list-relative one when the
+ranker has no calibration); the marked sentences are those the heads read most (darker: more).</p>
 <form id="form">
   <label for="query">Query</label>
   <input id="query" name="query" required>
@@ -73,7 +73,7 @@ function marked(text, highlights) {
   return box;
 }
 
-function show(passages, results) {
+function show(passages, results, kind) {
   list.replaceChildren();
   results.forEach((r, rank) => {
     const item = document.createElement("li");
@@ -82,7 +82,7 @@ function show(passages, results) {
     item.dataset.relevance = r.relevance_score;
     const meta = document.createElement("div");
     meta.className = "meta";
-    meta.textContent = "#" + (rank + 1) + " \\u00b7 passage " + (r.index + 1) + " \\u00b7 relevance " +
+    meta.textContent = "#" + (rank + 1) + " \\u00b7 passage " + (r.index + 1) + " \\u00b7 " + kind + " " +
       r.relevance_score.toFixed(3);
     const bar = document.createElement("span");
     bar.className = "bar";
@@ -94,21 +94,32 @@ function show(passages, results) {
   document.body.dataset.state = "ranked";
 }
 
+async function request(query, passages, relevance) {
+  const answer = await fetch("v1/rerank", {
+    method: "POST",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({query: query, documents: passages, return_documents: false, return_highlights: true,
+                          relevance: relevance}),
+  });
+  return [answer, await answer.json()];
+}
+
 async function rank(query, passages) {
   statusLine.textContent = "ranking " + passages.length + " passages\\u2026";
   document.body.dataset.state = "ranking";
   try {
-    const answer = await fetch("v1/rerank", {
-      method: "POST",
-      headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({query: query, documents: passages, return_documents: false, return_highlights: true}),
-    });
-    const body = await answer.json();
+    let kind = "calibrated relevance";
+    let [answer, body] = await request(query, passages, "calibrated");
+    if (answer.status === 422 && String(body.detail).includes("no calibration")) {
+      kind = "list-relative relevance";
+      [answer, body] = await request(query, passages, "list");
+    }
     if (!answer.ok) {
       throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
     }
     statusLine.textContent = "";
-    show(passages, body.results);
+    document.body.dataset.relevance = kind;
+    show(passages, body.results, kind);
   } catch (err) {
     statusLine.textContent = "error: " + err.message;
     document.body.dataset.state = "error";

@@ -33,10 +33,11 @@ class RankedDocument:
     index: int
     """position of the document in the caller's list."""
     relevance: float = 0.5
-    """`score` mapped into (0, 1) with the ranking kept: what Cohere/Jina/TEI clients get. The calibrated
-    P(relevant) when the ranker has a calibration (headrank/calibration.py), else `list_relevance`."""
-    list_relevance: float = 0.5
-    """`score` relative to its list (`relevance_scores`): the relevance before calibrations existed."""
+    """`score` mapped into (0, 1) with the ranking kept (`relevance_scores`): what Cohere/Jina/TEI clients get.
+    Relative to its list: no threshold means the same for two lists."""
+    calibrated: float | None = None
+    """P(relevant) from a ranker with a calibration (headrank/calibration.py; its artifact's calibration.json):
+    comparable across queries and lists, increasing in `score`. None without one."""
     highlights: tuple[Highlight, ...] | None = None
     """when asked for (`HeadRanker.rank(..., highlights=True)`): the document's sentences, heaviest first, by
     the selected heads' attention (headrank/highlights.py)."""
@@ -124,18 +125,23 @@ def ranked_by_scores(
     documents: Sequence[Document],
     scores: Sequence[float],
     doc_ids: Sequence[str | int] | None = None,
-    relevance: Sequence[float] | None = None,
+    calibrated: Sequence[float] | None = None,
 ) -> RankedResults:
     """Best score first; ties keep the input order, so equal scores never reshuffle the first stage.
-    `relevance` (calibrated, increasing in the score) replaces the list-relative one as `.relevance`."""
+    `calibrated` (a calibrated ranker's P(relevant) per document) fills `RankedDocument.calibrated`."""
     ids = check_doc_ids(documents, doc_ids)
-    listwise = relevance_scores(scores)
-    shown = listwise if relevance is None else relevance
+    relevance = relevance_scores(scores)
     return RankedResults(
         query=query,
         results=[
             RankedDocument(
-                document_text(documents[i], i), ids[i], float(scores[i]), rank + 1, i, float(shown[i]), listwise[i]
+                document_text(documents[i], i),
+                ids[i],
+                float(scores[i]),
+                rank + 1,
+                i,
+                relevance[i],
+                None if calibrated is None else float(calibrated[i]),
             )
             for rank, i in enumerate(best_first(scores))
         ],

@@ -139,12 +139,13 @@ RawScores = Annotated[
 
 
 Relevance = Annotated[
-    Literal["calibrated", "list"],
+    Literal["list", "calibrated"],
     Field(
-        default="calibrated",
-        description="`calibrated`: relevance_score is the ranker's calibrated P(relevant), comparable across "
-        "queries (when its artifact has a calibration.json; else as `list`); `list`: the logistic of each score's "
-        "distance from the list's mean in standard deviations, relative to the list. Both keep the ranking",
+        default="list",
+        description="`list`: relevance_score is the logistic of each score's distance from the list's mean in "
+        "standard deviations (relative to the list); `calibrated`: the ranker's calibrated P(relevant), "
+        "comparable across queries and lists (422 when its artifact has no calibration.json). Both keep the "
+        "ranking",
     ),
 ]
 
@@ -175,7 +176,7 @@ class RerankRequest(StrictRequest):
     top_n: TopN = None
     return_documents: bool = True
     raw_scores: RawScores = False
-    relevance: Relevance = "calibrated"
+    relevance: Relevance = "list"
     return_highlights: ReturnHighlights = False
     rank_fields: list[Text] | None = Field(
         default=None,
@@ -195,7 +196,7 @@ class RerankRequestV2(StrictRequest):
     top_n: TopN = None
     max_tokens_per_doc: PositiveInt | None = Field(default=None, description="cut each document to this many tokens")
     raw_scores: RawScores = False
-    relevance: Relevance = "calibrated"
+    relevance: Relevance = "list"
     return_highlights: ReturnHighlights = False
 
 
@@ -234,7 +235,7 @@ class TeiRequest(StrictRequest):
     texts: list[Text]
     return_text: bool = False
     raw_scores: RawScores = False
-    relevance: Relevance = "calibrated"
+    relevance: Relevance = "list"
     return_highlights: ReturnHighlights = False
     truncate: bool = Field(
         default=True,
@@ -547,9 +548,11 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         top_n: int | None,
         raw: bool,
         prepare: Callable[[Sequence[Document]], Sequence[Document]] | None = None,
-        relevance: str = "calibrated",
+        relevance: str = "list",
     ) -> list[tuple[int, float]]:
         """(index, score) best first: the one path behind every endpoint shape."""
+        if relevance == "calibrated" and getattr(ranker, "calibration", None) is None:
+            raise HTTPException(422, "relevance 'calibrated': this ranker has no calibration (calibration.json)")
         if len(documents) > config.max_documents:
             raise HTTPException(422, f"at most {config.max_documents} documents per request, got {len(documents)}")
         if not documents:
@@ -667,11 +670,10 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
 
 def _shown(values: Sequence[float], raw: bool, relevance: str) -> list[float]:
     """What a client reads as relevance: the raw scores, the calibrated relevance the ranker settled the list
-    with (a ScoredList's, when it has a calibration), or the list-relative one."""
+    with (a ScoredList's), or the list-relative one."""
     if raw:
         return list(values)
-    calibrated = getattr(values, "relevance", None)
-    return calibrated if relevance == "calibrated" and calibrated is not None else relevance_scores(values)
+    return values.relevance if relevance == "calibrated" else relevance_scores(values)
 
 
 def _device_memory(ranker) -> dict:

@@ -91,17 +91,17 @@ def test_ranked_documents_carry_the_calibrated_and_the_list_relative_relevance(c
     scores = calibrated.score(FLEA_QUERY, DOCS)
     evidence = ListEvidence.from_passes(scores, calibrated.score_lists(FLEA_QUERY, DOCS), [1.0] * 3)
     expected = calibrated.calibration.relevance(evidence)
-    assert [r.relevance for r in ranked] == pytest.approx([expected[r.index] for r in ranked])
-    assert [r.list_relevance for r in ranked] == pytest.approx([relevance_scores(scores)[r.index] for r in ranked])
-    assert [r.relevance for r in ranked] == sorted((r.relevance for r in ranked), reverse=True)
-    assert [r.relevance for r in ranked] != pytest.approx([r.list_relevance for r in ranked])
+    assert [r.calibrated for r in ranked] == pytest.approx([expected[r.index] for r in ranked])
+    assert [r.relevance for r in ranked] == pytest.approx([relevance_scores(scores)[r.index] for r in ranked])
+    assert [r.calibrated for r in ranked] == sorted((r.calibrated for r in ranked), reverse=True)
+    assert [r.calibrated for r in ranked] != pytest.approx([r.relevance for r in ranked])
     batched = calibrated.rank_batch([(FLEA_QUERY, DOCS)], progress=False)[0]
-    assert [r.relevance for r in batched] == pytest.approx([r.relevance for r in ranked], abs=1e-6)
+    assert [r.calibrated for r in batched] == pytest.approx([r.calibrated for r in ranked], abs=1e-6)
     plain = HeadRanker(calibrated.backbone, RankerConfig(heads=calibrated.heads)).rank(FLEA_QUERY, DOCS)
-    assert [r.relevance for r in plain] == [r.list_relevance for r in plain]  # no calibration: as before
+    assert all(r.calibrated is None for r in plain)  # no calibration, no P(relevant)
 
 
-def test_every_http_shape_answers_the_calibrated_relevance_unless_asked_for_the_list_one(calibrated):
+def test_every_http_shape_answers_the_calibrated_relevance_when_asked(calibrated):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     from headrank.serve import ServeConfig, create_app
@@ -115,8 +115,8 @@ def test_every_http_shape_answers_the_calibrated_relevance_unless_asked_for_the_
             ("/v2/rerank", {"query": FLEA_QUERY, "documents": DOCS}, "results"),
             ("/rerank", {"query": FLEA_QUERY, "texts": DOCS}, None),
         ):
-            for kind, attribute in (("calibrated", "relevance"), ("list", "list_relevance")):
-                sent = body if kind == "calibrated" else {**body, "relevance": kind}
+            for kind, attribute in ((None, "relevance"), ("list", "relevance"), ("calibrated", "calibrated")):
+                sent = body if kind is None else {**body, "relevance": kind}
                 answer = client.post(path, json=sent)
                 assert answer.status_code == 200, answer.text
                 results = answer.json()[key] if key else answer.json()
@@ -125,3 +125,7 @@ def test_every_http_shape_answers_the_calibrated_relevance_unless_asked_for_the_
                 assert got == pytest.approx({i: getattr(r, attribute) for i, r in by_index.items()}, abs=1e-5)
         refused = client.post("/v1/rerank", json={"query": FLEA_QUERY, "documents": DOCS, "relevance": "global"})
         assert refused.status_code == 422
+    plain = HeadRanker(calibrated.backbone, RankerConfig(heads=calibrated.heads))
+    with served(create_app(plain, ServeConfig(model_name="plain"))) as client:
+        answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS, "relevance": "calibrated"})
+        assert answer.status_code == 422 and "no calibration" in answer.text

@@ -13,10 +13,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from headrank.calibration import fit_calibration  # noqa: E402
 from headrank.ranker import HeadRanker  # noqa: E402
 from headrank.serve import ServeConfig, create_app  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
+from .test_calibration import _synthetic_lists  # noqa: E402
 from .test_highlights import PLANTED  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -37,13 +39,13 @@ class Results(html.parser.HTMLParser):
     def __init__(self):
         super().__init__()
         self.items: list[dict] = []
-        self.state = None
+        self.state = self.kind = None
         self._in_mark = False
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "body":
-            self.state = attrs.get("data-state")
+            self.state, self.kind = attrs.get("data-state"), attrs.get("data-relevance")
         if tag == "li" and attrs.get("class") == "result":
             self.items.append({"index": int(attrs["data-index"]), "relevance": float(attrs["data-relevance"])})
             self.items[-1]["marks"] = []
@@ -69,8 +71,12 @@ def dump_dom(url: str, profile) -> Results:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium)")
-def test_the_page_ranks_a_pasted_list_in_a_real_browser(lexical, tmp_path):
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_the_page_ranks_a_pasted_list_in_a_real_browser(lexical, tmp_path, calibrated):
+    """With a calibration the page shows P(relevant); without one, the list-relative relevance."""
     ranker = HeadRanker(lexical)
+    if calibrated:
+        ranker.calibration = fit_calibration(_synthetic_lists(50, 0))
     passages = [DOCS[0], PLANTED, DOCS[3]]
     expected = ranker.rank(FLEA_QUERY, passages, highlights=True)
     with served(create_app(ranker, ServeConfig(model_name="lexical"))) as client:
@@ -79,8 +85,9 @@ def test_the_page_ranks_a_pasted_list_in_a_real_browser(lexical, tmp_path):
         assert "http://" not in page.text and "https://" not in page.text  # no external assets
         fragment = urllib.parse.urlencode([("q", FLEA_QUERY), *(("p", p) for p in passages)])
         dom = dump_dom(f"{client.base_url}/#{fragment}", tmp_path / "profile")
-    assert dom.state == "ranked"
+    assert dom.state == "ranked" and dom.kind == ("calibrated" if calibrated else "list-relative") + " relevance"
     assert [item["index"] for item in dom.items] == [r.index for r in expected]
-    assert [item["relevance"] for item in dom.items] == pytest.approx([r.relevance for r in expected], abs=1e-9)
+    shown = [r.calibrated if calibrated else r.relevance for r in expected]
+    assert [item["relevance"] for item in dom.items] == pytest.approx(shown, abs=1e-9)
     planted = next(item for item in dom.items if item["index"] == 1)
     assert "fleas live up to a year on the host." in planted["marks"]
