@@ -6,14 +6,14 @@ usage: benchmarks/calibration.py score --data-dir ../shared/data --cache runs/ca
 
 `score` runs the default ranker (and the bi-encoder, `--method dense`) over the top-20 BM25 candidates of each
 set and keeps, per list, the evidence the calibration reads (scores, raw and N/A attention shares) and the
-cosines. Training lists: every DL21 query (grade >= 2 relevant) and the first 40 SciFact-train queries that
+cosines. Training lists: every DL21 query (grade >= 2 relevant) and the first 24 SciFact-train queries that
 the default artifact held out of its adapter's training (its validation lists). Test lists: DL19 (grade >= 2)
-and the first 40 SciFact test queries (the shared 2-core CPU allowed no more in the time there was).
+and the first 24 SciFact test queries (the shared 2-core CPU allowed no more in the time there was).
 
 `table` fits on the training lists only and writes the table: Brier score, expected calibration error (10
-equal-width bins) and the F1 of "keep when >= threshold" for today's list-relative relevance (its threshold the
-best one on the training lists), the calibrated relevance (at 0.5), and the bi-encoder's cosine mapped by a
-logistic fit on the same training lists (at 0.5)."""
+equal-width bins) and the F1 of "keep when >= 0.5" and of "keep when >= the cut with the best F1 on the
+training lists", for today's list-relative relevance, the calibrated relevance, and the bi-encoder's cosine
+mapped to a probability by a logistic fit on the same training lists."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ DEPTH = 20
 SETS = {  # name -> (dataset, first-n queries or None, relevant grade, role)
     "dl21": ("dl21", None, 2, "train"),
     "dl19": ("dl19", None, 2, "test"),
-    "scifact-train": ("scifact-train", 40, 1, "train"),
-    "scifact": ("scifact", 40, 1, "test"),
+    "scifact-train": ("scifact-train", 24, 1, "train"),
+    "scifact": ("scifact", 24, 1, "test"),
 }
 
 
@@ -117,8 +117,14 @@ def platt(x: np.ndarray, y: np.ndarray):
     return lambda v: 1 / (1 + np.exp(-(a * np.asarray(v) + b)))
 
 
-def measures(p: np.ndarray, y: np.ndarray, threshold: float) -> dict:
-    return {"Brier": brier(p, y), "ECE": ece(p, y), "F1": f1(p >= threshold, y), "threshold": threshold}
+def measures(p: np.ndarray, y: np.ndarray, cut: float) -> dict:
+    return {
+        "Brier": brier(p, y),
+        "ECE": ece(p, y),
+        "F1 at 0.5": f1(p >= 0.5, y),
+        "F1 at train cut": f1(p >= cut, y),
+        "train cut": cut,
+    }
 
 
 def table(args) -> None:
@@ -130,22 +136,27 @@ def table(args) -> None:
         fitted_on={"lists": len(evidence), "sets": {n: len(v[0]) for n, v in train.items()}, "depth": DEPTH},
     )
     y_train = np.concatenate(labels)
-    listwise = np.concatenate([relevance_scores(e.scores) for e in evidence])
-    cut = best_threshold(listwise, y_train)
     cosine = platt(np.concatenate([d for _, _, ds in train.values() for d in ds]), y_train)
+
+    def methods(ev: list[ListEvidence], ds: list[list[float]]) -> dict[str, np.ndarray]:
+        return {
+            "list-relative (today)": np.concatenate([relevance_scores(e.scores) for e in ev]),
+            "calibrated": np.concatenate([fitted.relevance(e) for e in ev]),
+            "bi-encoder cosine, fitted": cosine(np.concatenate(ds)),
+        }
+
+    dense_train = [d for _, _, ds in train.values() for d in ds]
+    cuts = {m: best_threshold(p, y_train) for m, p in methods(evidence, dense_train).items()}
     rows = []
     for name in [n for n, s in SETS.items() if s[3] == "test"]:
         ev, ys, ds = load(args.cache, name)
         y = np.concatenate(ys)
-        methods = {
-            "list-relative (today)": (np.concatenate([relevance_scores(e.scores) for e in ev]), cut),
-            "calibrated": (np.concatenate([fitted.relevance(e) for e in ev]), 0.5),
-            "bi-encoder cosine, fitted": (cosine(np.concatenate(ds)), 0.5),
-        }
-        for method, (p, t) in methods.items():
-            row = {"set": name, "lists": len(ev), "relevant": f"{int(y.sum())}/{len(y)}", "relevance": method}
-            rows.append(row | {k: round(v, 4) for k, v in measures(p, y, t).items()})
-    columns = ["set", "lists", "relevant", "relevance", "Brier", "ECE", "F1", "threshold"]
+        head = {"set": name, "lists": len(ev), "relevant": f"{int(y.sum())}/{len(y)}"}
+        for method, p in methods(ev, ds).items():
+            measured = {k: round(v, 4) for k, v in measures(p, y, cuts[method]).items()}
+            rows.append(head | {"relevance": method} | measured)
+        rows.append(head | {"relevance": "keep all (reference)", "F1 at 0.5": round(f1(y >= 0, y), 4)})
+    columns = ["set", "lists", "relevant", "relevance", "Brier", "ECE", "F1 at 0.5", "F1 at train cut", "train cut"]
     text = format_table(rows, columns)
     coefficients = dict(zip(fitted.features, (round(c, 3) for c in fitted.coefficients)))
     print(text, f"\ncoefficients (standardised features): {coefficients}\n{machine()}")

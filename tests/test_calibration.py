@@ -15,7 +15,7 @@ from headrank.results import relevance_scores
 from headrank.testing import DOCS, FLEA_QUERY, save_tiny
 
 
-def _synthetic_lists(count: int, seed: int, truth: list | None = None) -> list[tuple[ListEvidence, np.ndarray]]:
+def synthetic_lists(count: int, seed: int, truth: list | None = None) -> list[tuple[ListEvidence, np.ndarray]]:
     """Lists whose relevance depends on both the score and the list's raw attention share, as a known logistic
     (its probabilities appended to `truth`): a list with a low share holds little that is relevant."""
     rng = np.random.default_rng(seed)
@@ -33,7 +33,7 @@ def _synthetic_lists(count: int, seed: int, truth: list | None = None) -> list[t
 
 def test_the_fit_is_calibrated_where_the_list_relative_score_is_not():
     truth: list = []
-    train, test = _synthetic_lists(300, 0), _synthetic_lists(200, 1, truth)
+    train, test = synthetic_lists(300, 0), synthetic_lists(200, 1, truth)
     fitted = fit_calibration(train)
     assert all(c >= 0 for name, c in zip(FEATURES, fitted.coefficients) if name in WITHIN)
     y = np.concatenate([labels for _, labels in test])
@@ -45,7 +45,7 @@ def test_the_fit_is_calibrated_where_the_list_relative_score_is_not():
 
 
 def test_the_relevance_never_reorders_a_list():
-    fitted = fit_calibration(_synthetic_lists(100, 2))
+    fitted = fit_calibration(synthetic_lists(100, 2))
     evidence = ListEvidence([0.3, -1.0, 2.5, 0.3, 1.1], 0.5, 0.2)
     relevance = fitted.relevance(evidence)
     order = sorted(range(5), key=lambda i: -evidence.scores[i])
@@ -56,7 +56,7 @@ def test_the_relevance_never_reorders_a_list():
 def test_a_fit_needs_both_labels_and_a_stored_calibration_its_features(tmp_path):
     with pytest.raises(ValueError, match="all equal"):
         fit_calibration([(ListEvidence([1.0, 2.0], 0.5, 0.1), [0, 0])])
-    fitted = fit_calibration(_synthetic_lists(50, 3), fitted_on={"lists": 50})
+    fitted = fit_calibration(synthetic_lists(50, 3), fitted_on={"lists": 50})
     fitted.save(tmp_path)
     assert load_calibration(tmp_path) == fitted
     stored = json.loads((tmp_path / "calibration.json").read_text())
@@ -70,7 +70,7 @@ def calibrated(tmp_path_factory) -> HeadRanker:
     folder = tmp_path_factory.mktemp("tiny")
     base = HeadRanker.from_pretrained(save_tiny(folder / "base"), heads="0-1,1-0,1-3", dtype="float32")
     out = save_artifact(folder / "artifact", base, None, training={}, data={})
-    fit_calibration(_synthetic_lists(100, 4)).save(out)
+    fit_calibration(synthetic_lists(100, 4)).save(out)
     return HeadRanker.from_artifact(out, dtype="float32")
 
 

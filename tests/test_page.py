@@ -18,7 +18,7 @@ from headrank.ranker import HeadRanker  # noqa: E402
 from headrank.serve import ServeConfig, create_app  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
-from .test_calibration import _synthetic_lists  # noqa: E402
+from .test_calibration import synthetic_lists  # noqa: E402
 from .test_highlights import PLANTED  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -76,7 +76,7 @@ def test_the_page_ranks_a_pasted_list_in_a_real_browser(lexical, tmp_path, calib
     """With a calibration the page shows P(relevant); without one, the list-relative relevance."""
     ranker = HeadRanker(lexical)
     if calibrated:
-        ranker.calibration = fit_calibration(_synthetic_lists(50, 0))
+        ranker.calibration = fit_calibration(synthetic_lists(50, 0))
     passages = [DOCS[0], PLANTED, DOCS[3]]
     expected = ranker.rank(FLEA_QUERY, passages, highlights=True)
     with served(create_app(ranker, ServeConfig(model_name="lexical"))) as client:
