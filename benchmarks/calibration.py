@@ -47,8 +47,8 @@ def score(args) -> None:
     validation = set(read_manifest(args.artifact)["data"]["validation_qids"])
     args.cache.mkdir(parents=True, exist_ok=True)
     for name, (dataset, limit, _, _) in SETS.items():
-        target = args.cache / f"{name}.json"
-        if target.exists():
+        target, done = args.cache / f"{name}.json", args.cache / f"{name}.done"
+        if done.exists():
             continue
         lists, qrels = judged_lists(dataset, args.data_dir, DEPTH)
         if name == "scifact-train":
@@ -72,8 +72,9 @@ def score(args) -> None:
                         "dense": dense.score(lst.query, lst.documents()),
                     }
                 )
+            target.write_text(json.dumps(rows) + "\n")  # so far: a stopped run keeps its lists
             print(f"{name}: {len(rows)}/{len(lists)}", flush=True)
-        target.write_text(json.dumps(rows) + "\n")
+        done.touch()
 
 
 def load(cache: Path, name: str) -> tuple[list[ListEvidence], list[np.ndarray], list[list[float]]]:
@@ -148,7 +149,7 @@ def table(args) -> None:
     dense_train = [d for _, _, ds in train.values() for d in ds]
     cuts = {m: best_threshold(p, y_train) for m, p in methods(evidence, dense_train).items()}
     rows = []
-    for name in [n for n, s in SETS.items() if s[3] == "test"]:
+    for name in [n for n, s in SETS.items() if s[3] == "test" and (args.cache / f"{n}.json").exists()]:
         ev, ys, ds = load(args.cache, name)
         y = np.concatenate(ys)
         head = {"set": name, "lists": len(ev), "relevant": f"{int(y.sum())}/{len(y)}"}

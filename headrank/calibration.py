@@ -122,7 +122,8 @@ def fit_calibration(
     if y.min() == y.max():
         raise ValueError("the training labels are all equal: a calibration needs relevant and other documents")
     center, scale = x.mean(axis=0), x.std(axis=0)
-    scale[scale == 0] = 1.0
+    constant = scale <= 1e-9 * np.maximum(1.0, np.abs(center))  # e.g. the length when every list had 20
+    scale[constant] = 1.0
     z = (x - center) / scale
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -133,7 +134,12 @@ def fit_calibration(
         grad[:-1] += 2 * l2 * theta[:-1]
         return float(nll.mean() + l2 * theta[:-1] @ theta[:-1]), grad
 
-    bounds = [(0.0, None) if name in WITHIN else (None, None) for name in FEATURES] + [(None, None)]
+    # within-list features never lower the relevance; a feature constant in training cannot be learned: 0
+    bounds = [
+        (0.0, 0.0) if fixed else (0.0, None) if name in WITHIN else (None, None)
+        for name, fixed in zip(FEATURES, constant)
+    ]
+    bounds.append((None, None))
     theta = minimize(loss, np.zeros(len(FEATURES) + 1), jac=True, method="L-BFGS-B", bounds=bounds).x
     return Calibration(
         FEATURES,

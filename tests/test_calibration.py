@@ -129,3 +129,13 @@ def test_every_http_shape_answers_the_calibrated_relevance_when_asked(calibrated
     with served(create_app(plain, ServeConfig(model_name="plain"))) as client:
         answer = client.post("/rerank", json={"query": FLEA_QUERY, "texts": DOCS, "relevance": "calibrated"})
         assert answer.status_code == 422 and "no calibration" in answer.text
+
+
+def test_a_feature_constant_in_training_is_left_out():
+    """Lists all of 20 in training say nothing about length: a list of 3 is not pushed to 0 or 1 by it."""
+    rng = np.random.default_rng(5)
+    lists = [(ListEvidence(rng.normal(0, 1, 20).tolist(), 0.5, 0.2), rng.random(20) < 0.3) for _ in range(40)]
+    fitted = fit_calibration(lists)
+    assert fitted.coefficients[FEATURES.index("log_count")] == 0.0
+    short = fitted.relevance(ListEvidence([0.1, -0.2, 0.3], 0.5, 0.2))
+    assert all(0.05 < p < 0.7 for p in short)
