@@ -8,7 +8,7 @@ usage: benchmarks/calibration.py score --data-dir ../shared/data --cache runs/ca
 set and keeps, per list, the evidence the calibration reads (scores, raw and N/A attention shares) and the
 cosines. Training lists: every DL21 query (grade >= 2 relevant) and the first 24 SciFact-train queries that
 the default artifact held out of its adapter's training (its validation lists). Test lists: DL19 (grade >= 2)
-and the first 24 SciFact test queries (the shared 2-core CPU allowed no more in the time there was).
+and the first 24 SciFact test queries (a stopped run keeps the lists it scored: 8 in docs/rag-scores.md).
 
 `table` fits on the training lists only and writes the table: Brier score, expected calibration error (10
 equal-width bins) and the F1 of "keep when >= 0.5" and of "keep when >= the cut with the best F1 on the
