@@ -108,12 +108,9 @@ async function rank(query, passages) {
   statusLine.textContent = "ranking " + passages.length + " passages\\u2026";
   document.body.dataset.state = "ranking";
   try {
-    let kind = "calibrated relevance";
-    let [answer, body] = await request(query, passages, "calibrated");
-    if (answer.status === 422 && String(body.detail).includes("no calibration")) {
-      kind = "list-relative relevance";
-      [answer, body] = await request(query, passages, "list");
-    }
+    const health = await (await fetch("health")).json();
+    const kind = health.ranker.calibrated ? "calibrated relevance" : "list-relative relevance";
+    const [answer, body] = await request(query, passages, "calibrated");
     if (!answer.ok) {
       throw new Error(typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail));
     }

@@ -144,8 +144,8 @@ Relevance = Annotated[
         default="list",
         description="`list`: relevance_score is the logistic of each score's distance from the list's mean in "
         "standard deviations (relative to the list); `calibrated`: the ranker's calibrated P(relevant), "
-        "comparable across queries and lists (422 when its artifact has no calibration.json). Both keep the "
-        "ranking",
+        "comparable across queries and lists (the list-relative one when its artifact has no calibration.json: "
+        "/health's ranker.calibrated says which). Both keep the ranking",
     ),
 ]
 
@@ -551,8 +551,6 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         relevance: str = "list",
     ) -> list[tuple[int, float]]:
         """(index, score) best first: the one path behind every endpoint shape."""
-        if relevance == "calibrated" and getattr(ranker, "calibration", None) is None:
-            raise HTTPException(422, "relevance 'calibrated': this ranker has no calibration (calibration.json)")
         if len(documents) > config.max_documents:
             raise HTTPException(422, f"at most {config.max_documents} documents per request, got {len(documents)}")
         if not documents:
@@ -592,7 +590,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         spans = await asyncio.to_thread(spans_of)
         return {i: [HighlightSpan(start=h.start, end=h.end, weight=h.weight) for h in spans[i]] for i, _ in order}
 
-    description = describe_ranker(ranker)
+    description = {**describe_ranker(ranker), "calibrated": getattr(ranker, "calibration", None) is not None}
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -673,7 +671,8 @@ def _shown(values: Sequence[float], raw: bool, relevance: str) -> list[float]:
     with (a ScoredList's), or the list-relative one."""
     if raw:
         return list(values)
-    return values.relevance if relevance == "calibrated" else relevance_scores(values)
+    calibrated = values.relevance if relevance == "calibrated" else None
+    return calibrated if calibrated is not None else relevance_scores(values)
 
 
 def _device_memory(ranker) -> dict:
