@@ -17,7 +17,9 @@ from headrank.ranker import HeadRanker
 
 class HeadRankReranker(pt.Transformer):
     """R -> R: rerank each query's top `top_k` rows (None: all) with a HeadRanker; `score` and `rank` are
-    rewritten (the scores encode the new order exactly, as in `headrank eval`'s runs)."""
+    rewritten (the scores encode the new order exactly, as in `headrank eval`'s runs). `highlights=True` adds a
+    `highlights` column: each reranked row's [(start, end, weight)] sentences, heaviest first, by character
+    offsets into its text (title, newline, text when it has a title); None below `top_k`. One more pass."""
 
     def __init__(
         self,
@@ -25,6 +27,7 @@ class HeadRankReranker(pt.Transformer):
         *,
         top_k: int | None = None,
         verbose: bool = False,
+        highlights: bool = False,
         **options,
     ):
         if ranker is None or isinstance(ranker, str | Path):
@@ -41,7 +44,7 @@ class HeadRankReranker(pt.Transformer):
             raise ValueError(f"options {sorted(options)} are for a ranker given by name; this one is loaded")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {top_k}")
-        self.ranker, self.top_k, self.verbose = ranker, top_k, verbose
+        self.ranker, self.top_k, self.verbose, self.highlights = ranker, top_k, verbose, highlights
 
     def __repr__(self) -> str:
         return f"HeadRankReranker({self.ranker.backbone.source!r}, top_k={self.top_k})"
@@ -68,14 +71,27 @@ class HeadRankReranker(pt.Transformer):
                 for docno, text, title in zip(rows["docno"], rows["text"], titles)
             ]
             lists.append(CandidateList(str(qid), str(rows["query"].iloc[0]), candidates))
-        run, _ = rerank_lists(self.ranker, lists, self.top_k or max(len(x.candidates) for x in lists), self.verbose)
+        top_k = self.top_k or max(len(x.candidates) for x in lists)
+        run, _ = rerank_lists(self.ranker, lists, top_k, self.verbose)
         new = pd.DataFrame(
             [(qid, docno, score, rank) for qid, items in run.items() for rank, (docno, score) in enumerate(items)],
             columns=["qid", "docno", "score", "rank"],
         )
         keys = frame.assign(qid=frame["qid"].astype(str), docno=frame["docno"].astype(str))
         out = keys.drop(columns=["score", "rank"], errors="ignore").merge(new, on=["qid", "docno"], how="inner")
+        if self.highlights:
+            spans = self._spans([lst.head(top_k) for lst in lists])
+            out["highlights"] = [spans.get(key) for key in zip(out["qid"], out["docno"])]
         return out.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
+
+    def _spans(self, lists: list[CandidateList]) -> dict[tuple[str, str], list[tuple[int, int, float]]]:
+        from headrank.highlights import evidence_spans
+
+        return {
+            (lst.qid, c.docid): [(h.start, h.end, h.weight) for h in found]
+            for lst in lists
+            for c, found in zip(lst.candidates, evidence_spans(self.ranker, lst.query, lst.documents()))
+        }
 
 
 def _first_stage_order(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,12 +13,15 @@ from tqdm.auto import tqdm
 from headrank.artifact import attach_adapter, check_base, is_artifact, ranker_parts, read_manifest
 from headrank.backbone import Backbone, load_backbone
 from headrank.batching import default_batch_tokens, token_batches
+from headrank.calibration import Calibration, ListEvidence, load_calibration
 from headrank.family import ModelFamily
 from headrank.headset import HeadSet
+from headrank.highlights import evidence_spans
 from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
 from headrank.results import (
     Document,
     RankedResults,
+    ScoredList,
     best_first,
     check_doc_ids,
     check_query,
@@ -40,19 +43,6 @@ MERGES = ("tournament", "scaled")
 
 Passes = list[tuple[list[int], ListScores]]
 """scored prompts of one round of a list: (document indices by input position, scores)."""
-
-
-@dataclass
-class ScoredList:
-    """One list's scores, in the caller's order, and what they cost."""
-
-    scores: list[float]
-    windows: int
-    """windows the list was split into (1 when it fits one)."""
-    prompts: int
-    """prompts scored: the windows, then a tournament's final windows."""
-    tokens: int
-    """tokens of those prompts, each query span and its N/A twin included."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +92,8 @@ class HeadRanker:
         self.max_length = min(config.max_length or backbone.max_length, backbone.max_length)
         self.max_batch_tokens = config.max_batch_tokens or default_batch_tokens(str(self.family.device))
         self.artifact: dict | None = None
+        self.calibration: Calibration | None = None
+        """P(relevant) from the list's evidence (calibration.py): the artifact's calibration.json, if any."""
         """the manifest of the trained artifact this ranker was loaded from, if any."""
         self.prefix_context: Callable[[], AbstractContextManager] | None = None
         """set by `adapt` for query-span adapters: the context (adapters off) in which the passages are encoded.
@@ -180,7 +172,7 @@ class HeadRanker:
         check_base(folder, manifest, backbone.fingerprint)
         config = RankerConfig(**ranker_parts(manifest), max_length=max_length, max_batch_tokens=max_batch_tokens)
         ranker = cls(backbone, config, truncate=truncate)
-        ranker.artifact = manifest
+        ranker.artifact, ranker.calibration = manifest, load_calibration(folder)
         attach_adapter(ranker, folder, manifest)
         return ranker
 
@@ -203,6 +195,7 @@ class HeadRanker:
             self.backbone, replace(self.config, **changes), truncate=self.depth < self.backbone.num_layers
         )
         other.artifact, other.prefix_context = self.artifact, self.prefix_context
+        other.calibration = self.calibration
         return other
 
     def merged(self, peft_model) -> None:
@@ -353,6 +346,15 @@ class HeadRanker:
                 scores = lifted(scores, {d: ahead[d] for d in docs})
         return scores
 
+    def scored_list(self, count: int, *rounds: Passes) -> ScoredList:
+        """`combine`'s scores and, when the ranker has a calibration, each document's P(relevant) (read from the
+        windows' own passes: the calibration was fitted on lists of one window)."""
+        scores = self.combine(count, *(rounds or [[]]))
+        if self.calibration is None or not scores:
+            return ScoredList(scores)
+        evidence = ListEvidence.from_passes(scores, rounds[0] if rounds else [], self.heads.weight_vector())
+        return ScoredList(scores, self.calibration.relevance(evidence))
+
     def score(self, query: str, documents: Sequence[Document]) -> list[float]:
         """One score per document, in the caller's order."""
         return self.score_batch([(query, documents)])[0]
@@ -362,8 +364,9 @@ class HeadRanker:
         return [r.scores for r in self.score_requests(requests)]
 
     def score_requests(self, requests: Sequence[tuple[str, Sequence[Document]]]) -> list[ScoredList]:
-        """`score_batch` with each list's cost: its windows are scored together with every other list's, then the
-        later rounds of the split lists, round by round."""
+        """`score_batch` with each list's calibrated relevance (when the ranker has a calibration) and cost: its
+        windows are scored together with every other list's, then the later rounds of the split lists, round by
+        round."""
         pending = [self.prompts(query, documents) for query, documents in requests]
         rounds: list[list[Passes]] = [[] for _ in requests]
         cost = [(len(p), 0, 0) for p in pending]
@@ -378,14 +381,22 @@ class HeadRanker:
                     cost[r] = (cost[r][0], cost[r][1] + len(prompts), cost[r][2] + tokens)
                     pending[r] = self.next_round(prompts, scores)
         return [
-            ScoredList(self.combine(len(documents), *(rounds[r] or [[]])), *cost[r])
-            for r, (_, documents) in enumerate(requests)
+            self.scored_list(len(documents), *rounds[r]).costing(*cost[r]) for r, (_, documents) in enumerate(requests)
         ]
 
     def rank(
-        self, query: str, documents: Sequence[Document], doc_ids: Sequence[str | int] | None = None
+        self,
+        query: str,
+        documents: Sequence[Document],
+        doc_ids: Sequence[str | int] | None = None,
+        highlights: bool = False,
     ) -> RankedResults:
-        return self.rank_batch([(query, documents, doc_ids)], progress=False)[0]
+        """Best first; `highlights` adds each document's evidence spans (one more pass, headrank/highlights.py)."""
+        ranked = self.rank_batch([(query, documents, doc_ids)], progress=False)[0]
+        if highlights:
+            spans = evidence_spans(self, query, documents)
+            ranked.results = [replace(r, highlights=tuple(spans[r.index])) for r in ranked.results]
+        return ranked
 
     def rank_batch(
         self,
@@ -404,7 +415,8 @@ class HeadRanker:
             for start in range(0, len(requests), chunk):
                 part = requests[start : start + chunk]
                 for r, scored in zip(part, self.score_requests([(r[0], r[1]) for r in part])):
-                    ranked = ranked_by_scores(r[0], r[1], scored.scores, r[2] if len(r) > 2 else None)
+                    doc_ids = r[2] if len(r) > 2 else None
+                    ranked = ranked_by_scores(r[0], r[1], scored.scores, doc_ids, scored.relevance)
                     ranked.windows, ranked.prompts, ranked.tokens = scored.windows, scored.prompts, scored.tokens
                     results.append(ranked)
                 bar.update(len(part))

@@ -15,6 +15,15 @@ Document = str | Mapping[str, str]
 
 
 @dataclass(frozen=True)
+class Highlight:
+    """A span of a document's text, [start, end) in characters, and its share of the heads' attention to it."""
+
+    start: int
+    end: int
+    weight: float
+
+
+@dataclass(frozen=True)
 class RankedDocument:
     document: str
     doc_id: str | int
@@ -24,7 +33,14 @@ class RankedDocument:
     index: int
     """position of the document in the caller's list."""
     relevance: float = 0.5
-    """`score` mapped into (0, 1) with the ranking kept (`relevance_scores`): what Cohere/Jina/TEI clients get."""
+    """`score` mapped into (0, 1) with the ranking kept (`relevance_scores`): what Cohere/Jina/TEI clients get.
+    Relative to its list: no threshold means the same for two lists."""
+    calibrated: float | None = None
+    """P(relevant) from a ranker with a calibration (headrank/calibration.py; its artifact's calibration.json):
+    comparable across queries and lists, increasing in `score`. None without one."""
+    highlights: tuple[Highlight, ...] | None = None
+    """when asked for (`HeadRanker.rank(..., highlights=True)`): the document's sentences, heaviest first, by
+    the selected heads' attention (headrank/highlights.py)."""
 
 
 @dataclass
@@ -111,18 +127,51 @@ def relevance_scores(scores: Sequence[float]) -> list[float]:
 
 
 def ranked_by_scores(
-    query: str, documents: Sequence[Document], scores: Sequence[float], doc_ids: Sequence[str | int] | None = None
+    query: str,
+    documents: Sequence[Document],
+    scores: Sequence[float],
+    doc_ids: Sequence[str | int] | None = None,
+    calibrated: Sequence[float] | None = None,
 ) -> RankedResults:
-    """Best score first; ties keep the input order, so equal scores never reshuffle the first stage."""
+    """Best score first; ties keep the input order, so equal scores never reshuffle the first stage.
+    `calibrated` (a calibrated ranker's P(relevant) per document) fills `RankedDocument.calibrated`."""
     ids = check_doc_ids(documents, doc_ids)
     relevance = relevance_scores(scores)
     return RankedResults(
         query=query,
         results=[
-            RankedDocument(document_text(documents[i], i), ids[i], float(scores[i]), rank + 1, i, relevance[i])
+            RankedDocument(
+                document_text(documents[i], i),
+                ids[i],
+                float(scores[i]),
+                rank + 1,
+                i,
+                relevance[i],
+                None if calibrated is None else float(calibrated[i]),
+            )
             for rank, i in enumerate(best_first(scores))
         ],
     )
+
+
+class ScoredList(list[float]):
+    """A list's scores in the caller's order (a plain list of them, for every caller that wants only those) and,
+    from a calibrated ranker, each document's P(relevant) as `relevance` (None without a calibration)."""
+
+    def __init__(self, scores: Sequence[float], relevance: Sequence[float] | None = None):
+        super().__init__(scores)
+        self.relevance = None if relevance is None else list(relevance)
+        self.windows, self.prompts, self.tokens = 1, 0, 0
+        """windows the list was split into; prompts scored (windows, then a tournament's final windows); tokens of
+        those prompts, each query span and its N/A twin included (set by `costing`)."""
+
+    def costing(self, windows: int, prompts: int, tokens: int) -> ScoredList:
+        self.windows, self.prompts, self.tokens = windows, prompts, tokens
+        return self
+
+    @property
+    def scores(self) -> list[float]:
+        return list(self)
 
 
 def best_first(scores: Sequence[float], top_n: int | None = None) -> list[int]:

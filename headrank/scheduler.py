@@ -71,6 +71,7 @@ class _Job:
         scores = [self.scored[i] for i in range(len(self.prompts))]
         self.rounds.append([(p.order, s) for p, s in zip(self.prompts, scores)])
         self.prompts, self.scored = ranker.next_round(self.prompts, scores), {}
+        self.clock.prompt_tokens += sum(len(p.input_ids) for p in self.prompts)  # a final window is scored too
         return bool(self.prompts)
 
 
@@ -108,10 +109,11 @@ class Scheduler:
     def submit(
         self, query: str, documents: Sequence[Document], future: Future | None = None, clock: JobClock | None = None
     ) -> Future:
-        """Tokenize a list and queue it; the future (`future`, or a new one) gets one score per document, and
-        `clock` the job's timings. Input is checked here (call it off the event loop: tokenizing a large request
-        takes seconds). A future cancelled while this tokenized (its client left) is not queued; after `stop`
-        every future is cancelled."""
+        """Tokenize a list and queue it; the future (`future`, or a new one) gets one score per document (a
+        ScoredList: with the calibrated relevance when the ranker has a calibration), and `clock` the job's
+        timings. Input is checked here (call it off the event loop: tokenizing a large request takes seconds). A
+        future cancelled while this tokenized (its client left) is not queued; after `stop` every future is
+        cancelled."""
         clock = clock or JobClock()
         start = time.monotonic()
         job = _Job(len(documents), self.ranker.prompts(query, documents), future or Future(), clock=clock)
@@ -156,7 +158,7 @@ class Scheduler:
         for job in [j for j in self.active if j.future.cancelled() or not j.pending]:
             self.active.remove(job)
             if not job.future.cancelled():  # an empty list: nothing to run
-                self._settle(job, result=self.ranker.combine(job.count, []))
+                self._settle(job, result=self.ranker.scored_list(job.count))
         if not self.active:
             return
         pool = [(job, ip) for job in list(self.active)[: self.max_batch_requests] for ip in job.pending]
@@ -189,7 +191,7 @@ class Scheduler:
                 if job.pending or job.advance(self.ranker):
                     self.active.append(job)  # served: to the back of the line
                 else:
-                    self._settle(job, result=self.ranker.combine(job.count, *job.rounds))
+                    self._settle(job, result=self.ranker.scored_list(job.count, *job.rounds))
             except Exception as err:  # a list that cannot go on fails alone, never the worker
                 self._settle(job, error=err)
 

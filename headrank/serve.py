@@ -30,15 +30,17 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from headrank.evaluate import peak_rss_mb, rss_mb
 from headrank.experiment import describe_ranker
+from headrank.highlights import evidence_spans
+from headrank.page import PAGE
 from headrank.prompt import PromptBuilder
 from headrank.ranker import HeadRanker
-from headrank.results import VISIBLE, Document, best_first, is_blank, relevance_scores
+from headrank.results import VISIBLE, Document, ScoredList, best_first, is_blank, relevance_scores
 from headrank.scheduler import Overloaded, QueueFull, Scheduler
 from headrank.serve_auth import OPEN_PATHS as KEYLESS
 from headrank.serve_auth import BearerAuth, check_key, declare_auth
@@ -161,6 +163,35 @@ RawScores = Annotated[
 ]
 
 
+Relevance = Annotated[
+    Literal["list", "calibrated"],
+    Field(
+        default="list",
+        description="`list`: relevance_score is the logistic of each score's distance from the list's mean in "
+        "standard deviations (relative to the list); `calibrated`: the ranker's calibrated P(relevant), "
+        "comparable across queries and lists (the list-relative one when its artifact has no calibration.json: "
+        "/health's ranker.calibrated says which). Both keep the ranking",
+    ),
+]
+
+
+ReturnHighlights = Annotated[
+    bool,
+    Field(
+        default=False,
+        description="also answer each result's `highlights`: its sentences by the selected heads' attention, "
+        "heaviest first, as {start, end, weight} character offsets into the text ranked (for a v1 document "
+        "with a title or rank_fields: the fields joined by newlines). Costs one more pass",
+    ),
+]
+
+
+class HighlightSpan(BaseModel):
+    start: int
+    end: int
+    weight: float
+
+
 class RerankRequest(StrictRequest):
     """Cohere v1 / Jina rerank request."""
 
@@ -170,6 +201,8 @@ class RerankRequest(StrictRequest):
     top_n: TopN = None
     return_documents: bool = True
     raw_scores: RawScores = False
+    relevance: Relevance = "list"
+    return_highlights: ReturnHighlights = False
     rank_fields: list[Text] | None = Field(
         default=None,
         min_length=1,
@@ -188,12 +221,15 @@ class RerankRequestV2(StrictRequest):
     top_n: TopN = None
     max_tokens_per_doc: PositiveInt | None = Field(default=None, description="cut each document to this many tokens")
     raw_scores: RawScores = False
+    relevance: Relevance = "list"
+    return_highlights: ReturnHighlights = False
 
 
 class RerankResult(BaseModel):
     index: int
     relevance_score: float
     document: TextDocument | None = None
+    highlights: list[HighlightSpan] | None = None
 
 
 class RerankResponse(BaseModel):
@@ -207,6 +243,7 @@ class RerankResponse(BaseModel):
 class RerankResultV2(BaseModel):
     index: int
     relevance_score: float
+    highlights: list[HighlightSpan] | None = None
 
 
 class RerankResponseV2(BaseModel):
@@ -223,6 +260,8 @@ class TeiRequest(StrictRequest):
     texts: list[Text]
     return_text: bool = False
     raw_scores: RawScores = False
+    relevance: Relevance = "list"
+    return_highlights: ReturnHighlights = False
     truncate: bool = Field(
         default=True,
         description="false: answer 422 for a text longer than the ranker's passage limit, or a query longer than "
@@ -238,6 +277,7 @@ class TeiResult(BaseModel):
     index: int
     score: float
     text: str | None = None
+    highlights: list[HighlightSpan] | None = None
 
 
 class Health(BaseModel):
@@ -568,6 +608,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
         raw: bool,
         prepare: Callable[[Sequence[Document]], Sequence[Document]] | None = None,
         truncate: bool = True,
+        relevance: str = "list",
     ) -> list[tuple[int, float]]:
         """(index, score) best first: the one path behind every endpoint shape. A repeated document gets its
         twin's score, every empty one the empty passage's."""
@@ -590,9 +631,35 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             raise HTTPException(422, str(err)) from err
         except Overloaded as err:
             raise HTTPException(503, str(err), headers={"Retry-After": "1"}) from err
-        values = [scores[i] for i in where]
-        shown = values if raw else relevance_scores(values)
+        calibrated = None if scores.relevance is None else [scores.relevance[i] for i in where]
+        values = ScoredList([scores[i] for i in where], calibrated)
+        shown = _shown(values, raw, relevance)
         return [(i, shown[i]) for i in best_first(values, top_n)]
+
+    async def highlighted(
+        wanted: bool,
+        query: str,
+        documents: Sequence[Document],
+        order: list[tuple[int, float]],
+        prepare: Callable[[Sequence[Document]], Sequence[Document]] | None = None,
+    ) -> dict[int, list[HighlightSpan] | None]:
+        """Each answered document's evidence spans when the request asked for them (another pass, off the loop;
+        the engine's state is per thread), else None for every one (left out of the answer). `prepare` cuts the
+        documents as `ranked` did."""
+        if not wanted or not order:
+            return dict.fromkeys(range(len(documents)))
+
+        def spans_of() -> list:
+            shown = prepare(documents) if prepare else documents
+            return evidence_spans(ranker, query, [_visible(d) for d in shown])
+
+        spans = await asyncio.to_thread(spans_of)
+        return {i: [HighlightSpan(start=h.start, end=h.end, weight=h.weight) for h in spans[i]] for i, _ in order}
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> str:
+        """A page to rank pasted passages and see their evidence (headrank/page.py)."""
+        return PAGE
 
     _operations_routes(app, ranker, config)
 
@@ -604,9 +671,12 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             for d in body.documents
         ]
         passages = [_v1_passage(d, body.rank_fields, i) for i, d in enumerate(body.documents)]
-        order = await ranked(request, body.query, passages, body.top_n, body.raw_scores)
+        order = await ranked(request, body.query, passages, body.top_n, body.raw_scores, relevance=body.relevance)
+        spans = await highlighted(body.return_highlights, body.query, passages, order)
         results = [
-            RerankResult(index=i, relevance_score=v, document=docs[i] if body.return_documents else None)
+            RerankResult(
+                index=i, relevance_score=v, document=docs[i] if body.return_documents else None, highlights=spans[i]
+            )
             for i, v in order
         ]
         return RerankResponse(
@@ -617,15 +687,18 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
             meta=_meta("1"),
         )
 
-    @app.post("/v2/rerank", response_model=RerankResponseV2, responses=ERRORS)
+    @app.post("/v2/rerank", response_model=RerankResponseV2, response_model_exclude_none=True, responses=ERRORS)
     async def rerank_v2(request: Request, body: RerankRequestV2) -> RerankResponseV2:
         """Cohere v2 shape (`cohere.ClientV2`, LangChain's CohereRerank)."""
         limit = body.max_tokens_per_doc
         cut = None if limit is None else lambda documents: _cut_tokens(ranker, documents, limit)
-        order = await ranked(request, body.query, body.documents, body.top_n, body.raw_scores, cut)
+        order = await ranked(
+            request, body.query, body.documents, body.top_n, body.raw_scores, cut, relevance=body.relevance
+        )
+        spans = await highlighted(body.return_highlights, body.query, body.documents, order, cut)
         return RerankResponseV2(
             id=current().request_id,
-            results=[RerankResultV2(index=i, relevance_score=v) for i, v in order],
+            results=[RerankResultV2(index=i, relevance_score=v, highlights=spans[i]) for i, v in order],
             model=config.model_name,
             meta=_meta("2"),
         )
@@ -634,8 +707,14 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
     async def rerank_tei(request: Request, body: TeiRequest) -> list[TeiResult]:
         """text-embeddings-inference shape."""
         check = None if body.truncate else lambda texts: _refuse_cut(ranker, texts)
-        order = await ranked(request, body.query, body.texts, None, body.raw_scores, check, body.truncate)
-        return [TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None) for i, v in order]
+        order = await ranked(
+            request, body.query, body.texts, None, body.raw_scores, check, body.truncate, body.relevance
+        )
+        spans = await highlighted(body.return_highlights, body.query, body.texts, order)
+        return [
+            TeiResult(index=i, score=v, text=body.texts[i] if body.return_text else None, highlights=spans[i])
+            for i, v in order
+        ]
 
     _middleware(app, config, metrics)
     return app
@@ -675,7 +754,7 @@ def ready(app: FastAPI) -> bool:
 def _operations_routes(app: FastAPI, ranker: HeadRanker, config: ServeConfig) -> None:
     """/health (readiness), /ping (liveness), /models and /v1/models, /metrics."""
     scheduler, metrics = app.state.scheduler, app.state.metrics
-    description = describe_ranker(ranker)
+    description = {**describe_ranker(ranker), "calibrated": getattr(ranker, "calibration", None) is not None}
     metrics.ready.set_function(lambda: float(ready(app)))
     card = ModelCard(id=config.model_name, created=int(time.time()), ranker=description, artifact=_artifact(ranker))
 
@@ -741,6 +820,15 @@ def _middleware(app: FastAPI, config: ServeConfig, metrics: ServeMetrics) -> Non
             max_age=600,
         )
     _declare_limits(app, config)
+
+
+def _shown(values: Sequence[float], raw: bool, relevance: str) -> list[float]:
+    """What a client reads as relevance: the raw scores, the calibrated relevance the ranker settled the list
+    with (a ScoredList's), or the list-relative one."""
+    if raw:
+        return list(values)
+    calibrated = values.relevance if relevance == "calibrated" else None
+    return calibrated if calibrated is not None else relevance_scores(values)
 
 
 def _device_memory(ranker) -> dict:

@@ -96,3 +96,19 @@ def test_bad_frames_get_clear_errors(tiny_folder):
     assert reranker.transform(result_frame([])).empty
     with pytest.raises(ValueError, match="loaded"):
         HeadRankReranker(HeadRanker.from_pretrained(tiny_folder, heads="1-0"), dtype="float32")
+
+
+def test_a_highlights_column_for_the_reranked_rows(tiny_folder):
+    ranker = HeadRanker.from_pretrained(tiny_folder, heads="0-1,1-0", dtype="float32")
+    lists = _lists()
+    lists[0].candidates[0] = Candidate("d0", "fleas live a year. wifi is wireless", title="Fleas")
+    frame = result_frame(lists)
+    out = HeadRankReranker(ranker, top_k=3, highlights=True).transform(frame)
+    plain = HeadRankReranker(ranker, top_k=3).transform(frame)
+    assert "highlights" not in plain and out[["qid", "docno", "rank"]].equals(plain[["qid", "docno", "rank"]])
+    reranked = out[out["rank"] < 3]
+    assert reranked["highlights"].notna().all() and out[out["rank"] >= 3]["highlights"].isna().all()
+    row = out[(out["qid"] == "1") & (out["docno"] == "d0")].iloc[0]
+    text = "Fleas\nfleas live a year. wifi is wireless"
+    assert sorted(text[a:b] for a, b, _ in row["highlights"]) == ["Fleas", "fleas live a year.", "wifi is wireless"]
+    assert sum(w for _, _, w in row["highlights"]) == pytest.approx(1.0)

@@ -66,8 +66,8 @@ class Gated:
     def next_round(self, last, scores):
         return self.ranker.next_round(last, scores)
 
-    def combine(self, count, lists, *rounds):
-        return self.ranker.combine(count, lists, *rounds)
+    def scored_list(self, count, *rounds):
+        return self.ranker.scored_list(count, *rounds)
 
 
 def test_cohere_jina_shape(client, ranker):

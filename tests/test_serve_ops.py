@@ -48,8 +48,18 @@ def moved(before: dict, after: dict) -> dict:
     return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
 
 
+def every_prompt(ranker, query: str, documents: list) -> list:
+    """The prompts the server scores for a request: its distinct documents' windows, then a split list's later
+    rounds (a tournament's final window)."""
+    prompts, scored = ranker.prompts(query, distinct(documents)[0]), []
+    while prompts:
+        scored += prompts
+        prompts = ranker.next_round(prompts, ranker.score_many(prompts))
+    return scored
+
+
 def tokens(ranker, query: str, documents: list) -> int:
-    return sum(len(p.input_ids) for p in ranker.prompts(query, distinct(documents)[0]))
+    return sum(len(p.input_ids) for p in every_prompt(ranker, query, documents))
 
 
 @contextlib.contextmanager
@@ -103,7 +113,7 @@ def test_metrics_move_by_exactly_what_was_sent():
     scored = [*sent, ("/v1/rerank", {"query": "war", "documents": DOCS[:2]})]
     scored += [("/v1/rerank", {"query": "goldfish", "documents": DOCS[3:]})]
     v1 = [b for p, b in scored if p == "/v1/rerank"]
-    prompts = [p for _, b in scored for p in ranker.prompts(b["query"], distinct(b["documents"])[0])]
+    prompts = [p for _, b in scored for p in every_prompt(ranker, b["query"], b["documents"])]
     delta = moved(before, after)
     route = lambda r: (("route", r),)  # noqa: E731
     counts = {k[1]: v for k, v in delta.items() if k[0] == "headrank_requests_total"}
