@@ -1,22 +1,25 @@
 """The training losses by name, in one table: each turns a window's scores into its main loss and the adjacent-grade
 pairs it was judged on (for the running pair accuracy). The trainer looks a loss up here and never branches on a
-name; a new loss is one function and one row (its help text is the CLI's)."""
+name; a new loss is one function and one row (its help text is the CLI's). Importing it loads no torch (the CLI
+builds its parser from this table)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from headrank.evaluate import adjacent_pairs
 from headrank.training.config import TrainConfig
-from headrank.training.losses import listwise_loss, preference_loss
 from headrank.training.pairs import sample_pairs
 
-Judged = tuple[torch.Tensor, np.ndarray, np.ndarray]
+if TYPE_CHECKING:
+    import torch
+
+Judged = tuple["torch.Tensor", np.ndarray, np.ndarray]
 """(the main loss, d+ positions, d- positions)."""
 
 
@@ -28,6 +31,8 @@ class Objective:
 
 
 def _dpo(s_theta, s_ref, grades, scale, config: TrainConfig, rng: random.Random) -> Judged | None:
+    from headrank.training.losses import preference_loss
+
     pairs = sample_pairs(grades, (s_theta.detach() / scale).cpu().numpy(), config, rng)
     if not pairs:
         return None
@@ -36,6 +41,8 @@ def _dpo(s_theta, s_ref, grades, scale, config: TrainConfig, rng: random.Random)
 
 
 def _listwise(s_theta, s_ref, grades, scale, config: TrainConfig, rng: random.Random) -> Judged | None:
+    from headrank.training.losses import listwise_loss
+
     if grades.max() <= 0:
         return None
     return listwise_loss(s_theta, grades, scale / config.beta), *adjacent_pairs(grades)
