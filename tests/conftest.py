@@ -35,6 +35,23 @@ def data_dir() -> Path:
 
 
 @contextlib.contextmanager
+def log_records(name: str) -> Iterator[list]:
+    """The records a logger (and its children) writes meanwhile, at INFO: appended as they come."""
+    import logging
+
+    records, handler, logger = [], logging.Handler(), logging.getLogger(name)
+    handler.emit = records.append
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def served(app) -> Iterator[httpx.Client]:  # noqa: F821 (imported lazily)
     """Run the app with uvicorn on a free port of 127.0.0.1 in a thread; a client for it (the `serve` extra)."""
     import httpx

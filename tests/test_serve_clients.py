@@ -16,14 +16,13 @@ pytest.importorskip("fastapi")  # the `serve` extra
 pytest.importorskip("uvicorn")
 
 import json  # noqa: E402
-import logging  # noqa: E402
 
 from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
 from headrank.results import relevance_scores  # noqa: E402
 from headrank.serve import ServeConfig, create_app  # noqa: E402
 from headrank.testing import tiny_backbone  # noqa: E402
 
-from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
+from .conftest import DOCS, FLEA_QUERY, log_records, served  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +40,10 @@ WRONG = "hr-client-key-0000"
 @pytest.fixture
 def refusals():
     """The request log lines written meanwhile (which must hold the 401s and never a key)."""
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger = logging.getLogger("headrank")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    with log_records("headrank") as records:
         yield records
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        lines = [r.getMessage() for r in records]
-        assert not any(KEY in line or WRONG in line for line in lines)
+    lines = [r.getMessage() for r in records]
+    assert not any(KEY in line or WRONG in line for line in lines)
 
 
 def _refused(records) -> list[int]:

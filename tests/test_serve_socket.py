@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import logging
 import signal
 import socket
 import threading
@@ -26,7 +25,7 @@ from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
 from headrank.serve import ServeConfig, create_app, http_server  # noqa: E402
 from headrank.testing import save_tiny, tiny_backbone  # noqa: E402
 
-from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
+from .conftest import DOCS, FLEA_QUERY, log_records, served  # noqa: E402
 
 MAX_LENGTH = 150
 """tokens per pass: five test documents need two passes, fifteen need five."""
@@ -93,18 +92,10 @@ def held_tokenizing(ranker: HeadRanker) -> tuple[threading.Event, threading.Even
 
 
 @contextlib.contextmanager
-def access_log() -> Iterator[list[str]]:
-    """The lines uvicorn's access log writes meanwhile (the server's own 499 line among them)."""
-    logger, lines, level = logging.getLogger("uvicorn.access"), [], logging.getLogger("uvicorn.access").level
-    handler = logging.Handler()
-    handler.emit = lambda record: lines.append(record.getMessage())
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+def access_log() -> Iterator[list]:
+    """The records uvicorn's access log writes meanwhile (the server's own 499 line among them)."""
+    with log_records("uvicorn.access") as records:
+        yield records
 
 
 def until(condition) -> None:
@@ -131,8 +122,8 @@ def idle(client: httpx.Client) -> bool:
     return health["active"] == 0 and health["waiting"] == 0
 
 
-def gone(lines: list[str]) -> bool:
-    return any(line.endswith('"POST /v1/rerank HTTP/1.1" 499') for line in lines)
+def gone(records: list) -> bool:
+    return any(r.getMessage().endswith('"POST /v1/rerank HTTP/1.1" 499') for r in list(records))
 
 
 @contextlib.contextmanager
