@@ -198,6 +198,10 @@ def save_tiny_gguf(path: str | Path, num_layers: int = 4, seed: int = 0):
     writer.add_token_merges([" ".join(m) if isinstance(m, list) else m for m in merges])
     writer.add_eos_token_id(tokenizer.eos_token_id)
     writer.add_pad_token_id(tokenizer.pad_token_id)
+    # a BOS id that is never added: transformers 5.0's GGUF tokenizer converter reads bos_token_id whenever an EOS
+    # is given (AttributeError without one)
+    writer.add_bos_token_id(tokenizer.pad_token_id)
+    writer.add_add_bos_token(False)
     writer.add_chat_template(CHAT_TEMPLATE)
     for name, tensor in model.state_dict().items():
         if name == "lm_head.weight":  # tied: llama.cpp leaves `output.weight` out
