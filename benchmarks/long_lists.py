@@ -83,7 +83,8 @@ def first_window(windows) -> list[list[int]]:
         top = next(k for k, p in enumerate(ps) if 0 in p.order)
         local = ss[top].scores.tolist()
         head = [ps[top].order[j] for j in best_first(local)]
-        out.append(head + [d for d in range(sum(len(p.order) for p in ps)) if d not in set(head)])
+        reranked = set(head)
+        out.append(head + [d for d in range(sum(len(p.order) for p in ps)) if d not in reranked])
     return out
 
 

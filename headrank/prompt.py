@@ -148,7 +148,7 @@ class PromptBuilder:
         first), in as many whole rounds (each window's best, then each one's second, ...) as fit `max_length`, at
         most `per_window`, placed in the windows' input order so the list's order (first-stage or not) is kept.
         The passages' tokens are taken from the windows' prompts: nothing is tokenized again."""
-        ids = {w.order[p]: w.prefix_ids[slice(*w.passage_spans[p])] for w in windows for p in range(len(w.order))}
+        ids = passage_tokens(windows)
         length = len(self.head_ids) + max(len(windows[0].query_ids), len(windows[0].calibration_ids))
         chosen: list[int] = []
         for depth in range(min(per_window or len(ids), max(map(len, ranked)))):
@@ -159,14 +159,15 @@ class PromptBuilder:
                 break
             chosen += round_
             length += extra
-        order = [d for w in windows for d in w.order if d in set(chosen)]
+        kept = set(chosen)
+        order = [d for w in windows for d in w.order if d in kept]
         return self._assemble(ids, order, windows[0].query_ids, windows[0].calibration_ids)
 
     def split(self, prompt: ListwisePrompt, max_length: int) -> list[ListwisePrompt]:
         """`prompt` as the balanced windows that fit `max_length` (itself when it fits)."""
         if len(prompt.input_ids) <= max(max_length, 0) or len(prompt.order) < 2:
             return [prompt]
-        ids = {d: prompt.prefix_ids[slice(*span)] for d, span in zip(prompt.order, prompt.passage_spans)}
+        ids = passage_tokens([prompt])
         fixed = len(self.head_ids) + max(len(prompt.query_ids), len(prompt.calibration_ids))
         parts = balanced([len(self.marker_ids(len(ids) - 1)) + len(ids[d]) for d in prompt.order], max_length - fixed)
         return [
@@ -187,6 +188,11 @@ class PromptBuilder:
                 "lower max_passage_tokens or shorten the query"
             )
         return [[order[i] for i in part] for part in balanced(sizes, max_length - fixed)]
+
+
+def passage_tokens(prompts: Sequence[ListwisePrompt]) -> dict[int, list[int]]:
+    """Each document's tokens as the prompts hold them (by document index): reused, never tokenized again."""
+    return {d: p.prefix_ids[slice(*span)] for p in prompts for d, span in zip(p.order, p.passage_spans)}
 
 
 def balanced(sizes: Sequence[int], budget: int) -> list[range]:

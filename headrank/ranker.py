@@ -92,9 +92,9 @@ class HeadRanker:
         self.max_length = min(config.max_length or backbone.max_length, backbone.max_length)
         self.max_batch_tokens = config.max_batch_tokens or default_batch_tokens(str(self.family.device))
         self.artifact: dict | None = None
+        """the manifest of the trained artifact this ranker was loaded from, if any."""
         self.calibration: Calibration | None = None
         """P(relevant) from the list's evidence (calibration.py): the artifact's calibration.json, if any."""
-        """the manifest of the trained artifact this ranker was loaded from, if any."""
         self.prefix_context: Callable[[], AbstractContextManager] | None = None
         """set by `adapt` for query-span adapters: the context (adapters off) in which the passages are encoded.
         It switches the adapters for the whole model, so a trained ranker serves one thread at a time (the
