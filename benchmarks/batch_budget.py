@@ -17,7 +17,7 @@ from pathlib import Path
 from headrank.artifact import DEFAULT_ARTIFACT
 from headrank.data import default_data_dir
 from headrank.datasets import load_dataset
-from headrank.evaluate import format_table, machine
+from headrank.evaluation.metrics import format_table, machine
 from headrank.ranker import HeadRanker
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from headrank.artifact import DEFAULT_ARTIFACT, read_manifest
 from headrank.calibration import ListEvidence, fit_calibration
 from headrank.datasets import judged_lists
-from headrank.evaluate import format_table, machine
+from headrank.evaluation.metrics import format_table, machine
 from headrank.results import relevance_scores
 
 DEPTH = 20

@@ -26,10 +26,10 @@ import numpy as np
 
 from headrank.data import default_data_dir
 from headrank.datasets import load_dataset
-from headrank.evaluate import format_table, machine
-from headrank.heads import HeadTable, head_stats, merge_tables, select_heads, selection_record
-from headrank.headset import HeadSet
-from headrank.significance import randomization_p
+from headrank.evaluation.metrics import format_table, machine
+from headrank.evaluation.significance import randomization_p
+from headrank.heads.headset import HeadSet
+from headrank.heads.selection import HeadTable, head_stats, merge_tables, select_heads, selection_record
 from headrank.training.lists import held_out_qids
 
 
@@ -48,7 +48,7 @@ def named_tables(specs: list[str]) -> dict[str, HeadTable]:
 
 def first_stage_ndcg(table: HeadTable) -> np.ndarray:
     """The candidates' own order (BM25), scored like a head set."""
-    from headrank.evaluate import ndcg_at
+    from headrank.evaluation.metrics import ndcg_at
 
     return np.asarray(
         [ndcg_at(-np.arange(len(g), dtype=float)[None, :], g, ideal)[0] for g, ideal in zip(table.grades, table.ideal)]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from headrank.data import default_data_dir, load_run, scored, write_candidates
 from headrank.datasets import load_dataset
-from headrank.evaluate import evaluate, machine
+from headrank.evaluation.metrics import evaluate, machine
 
 
 def main(argv: list[str] | None = None) -> dict:

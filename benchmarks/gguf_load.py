@@ -30,8 +30,8 @@ def _old_load(model: str, dtype: str, depth: int | None, folder: Path):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from headrank.backbone import DTYPES, resolve_source
-    from headrank.family import set_depth
+    from headrank.engine.backbone import DTYPES, resolve_source
+    from headrank.engine.family import set_depth
 
     _, path = resolve_source(model)
     if not folder.is_dir():
@@ -55,7 +55,7 @@ def measure_one(loader: str, model: str, dtype: str, depth: int | None, cache: P
     import torch
     import transformers  # noqa: F401 (imported before the baseline is read)
 
-    from headrank.backbone import load_backbone
+    from headrank.engine.backbone import load_backbone
 
     baseline = _rss()
     start = time.perf_counter()

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headrank.backbone import Backbone
-from headrank.evaluate import format_table, machine
+from headrank.engine.backbone import Backbone
+from headrank.engine.testing import DOCS, FAMILIES, FLEA_QUERY, tiny_model, tiny_tokenizer
+from headrank.evaluation.metrics import format_table, machine
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import DOCS, FAMILIES, FLEA_QUERY, tiny_model, tiny_tokenizer
 
 LISTS = [(FLEA_QUERY, DOCS), ("wifi range", DOCS[:3]), ("war", DOCS[::-1] + ["a tank " * 12])]
 
@@ -95,7 +95,7 @@ def check_scheduler(device: str, shapes: str, requests: int) -> dict:
     """Requests/s of the server's scheduler with `n` clients each waiting for its answer before the next."""
     from benchmarks.throughput import build_model, head_set
     from benchmarks.throughput import shapes as shape_of
-    from headrank.scheduler import Scheduler
+    from headrank.serve.scheduler import Scheduler
 
     spec = shape_of(shapes)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -26,7 +26,7 @@ import httpx
 
 from headrank.data import default_data_dir
 from headrank.datasets import load_dataset
-from headrank.evaluate import format_table, machine
+from headrank.evaluation.metrics import format_table, machine
 
 
 @dataclass

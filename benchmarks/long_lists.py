@@ -21,10 +21,10 @@ from pathlib import Path
 from headrank.artifact import DEFAULT_ARTIFACT
 from headrank.data import run_from_ranking, scored, write_run
 from headrank.datasets import load_dataset
-from headrank.evaluate import format_table, machine
+from headrank.evaluation.metrics import format_table, machine
+from headrank.evaluation.significance import compare_runs
 from headrank.ranker import HeadRanker
 from headrank.results import best_first
-from headrank.significance import compare_runs
 
 
 def scaled_orders(ranker, lists, windows, scores) -> list[list[int]]:

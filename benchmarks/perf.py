@@ -27,17 +27,17 @@ import numpy as np
 import torch
 
 from benchmarks.timing import clock, matmul_throughput, pass_flops, sync, timed
-from headrank.analysis import kendall_tau
 from headrank.artifact import DEFAULT_ARTIFACT
-from headrank.backbone import load_backbone
 from headrank.baselines.rankgpt import GenerationCost, RankGPT
 from headrank.data import CandidateList, Qrels, default_data_dir, run_from_ranking, scored
 from headrank.datasets import load_dataset
-from headrank.evaluate import evaluate, format_table, machine
-from headrank.prompt import PromptTemplate
+from headrank.engine.backbone import load_backbone
+from headrank.engine.prompt import PromptTemplate
+from headrank.evaluation.analysis import kendall_tau
+from headrank.evaluation.metrics import evaluate, format_table, machine
+from headrank.evaluation.significance import compare_runs
 from headrank.ranker import HeadRanker, RankerConfig
 from headrank.results import best_first
-from headrank.significance import compare_runs
 
 SECTIONS = ("methods", "dtype", "profile", "scaling", "forward", "settings")
 SECONDS = ("seconds", "cpu_seconds", "prefill_seconds", "decode_seconds")

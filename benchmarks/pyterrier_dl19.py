@@ -14,7 +14,7 @@ from ir_measures import RR, nDCG
 
 from headrank.data import default_data_dir
 from headrank.datasets import load_dataset
-from headrank.evaluate import machine
+from headrank.evaluation.metrics import machine
 from headrank.pyterrier import HeadRankReranker, qrels_frame, result_frame
 
 

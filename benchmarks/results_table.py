@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from headrank.evaluate import format_table
+from headrank.evaluation.metrics import format_table
 
 COLUMNS = ["row", "dataset", "queries", "ndcg@10", "seconds_per_query", "peak_rss_mb", "layers_run"]
 

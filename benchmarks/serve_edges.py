@@ -34,7 +34,7 @@ import httpx
 
 from headrank.data import default_data_dir
 from headrank.datasets import load_dataset
-from headrank.evaluate import machine
+from headrank.evaluation.metrics import machine
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

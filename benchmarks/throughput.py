@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import matmul_throughput, pass_flops, timed
-from headrank.backbone import Backbone
-from headrank.evaluate import format_table, machine
-from headrank.headset import HeadSet
-from headrank.prompt import ListwisePrompt
+from headrank.engine.backbone import Backbone
+from headrank.engine.prompt import ListwisePrompt
+from headrank.engine.testing import tiny_config, tiny_tokenizer
+from headrank.evaluation.metrics import format_table, machine
+from headrank.heads.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import tiny_config, tiny_tokenizer
 
 QWEN3 = {
     "qwen3-0.6b": dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16),
@@ -68,7 +68,7 @@ def shapes(name: str) -> Shapes:
 def build_model(spec: Shapes, device: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
-    from headrank.capture import IMPLEMENTATION, register_attention
+    from headrank.engine.capture import IMPLEMENTATION, register_attention
 
     register_attention()
     spec.config._attn_implementation = IMPLEMENTATION

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headrank.evaluate import machine
+from headrank.evaluation.metrics import machine
 from headrank.ranker import HeadRanker
 from headrank.training import TrainConfig
 from headrank.training.lists import load_training_data

@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from headrank.evaluate import format_table
+from headrank.evaluation.metrics import format_table
 
 
 def rows(folder: Path) -> list[dict]:

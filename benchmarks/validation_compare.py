@@ -16,9 +16,9 @@ import numpy as np
 
 from headrank.artifact import read_manifest
 from headrank.datasets import judged_lists
-from headrank.evaluate import format_table, ndcg_at
+from headrank.evaluation.metrics import format_table, ndcg_at
+from headrank.evaluation.significance import randomization_p
 from headrank.ranker import HeadRanker
-from headrank.significance import randomization_p
 from headrank.training.curves import list_scores
 from headrank.training.lists import held_out, training_lists
 from headrank.training.prefix_cache import PrefixStore

@@ -9,7 +9,7 @@ __all__ = ["HeadRanker", "HeadSet", "RankedDocument", "RankedResults", "RankerCo
 
 _HOMES = {
     "HeadRanker": "headrank.ranker",
-    "HeadSet": "headrank.headset",
+    "HeadSet": "headrank.heads.headset",
     "RankerConfig": "headrank.ranker",
     "RankedDocument": "headrank.results",
     "RankedResults": "headrank.results",

@@ -10,10 +10,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from headrank.backbone import BackboneError
-from headrank.headset import HeadSet
-from headrank.prompt import PromptTemplate
-from headrank.scoring import ScoringConfig
+from headrank.engine.backbone import BackboneError
+from headrank.engine.prompt import PromptTemplate
+from headrank.engine.scoring import ScoringConfig
+from headrank.heads.headset import HeadSet
 
 if TYPE_CHECKING:  # artifacts are built by HeadRanker.from_artifact: no import cycle at run time
     from headrank.ranker import HeadRanker

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headrank.scoring import ListScores
+from headrank.engine.scoring import ListScores
 
 CALIBRATION = "calibration.json"
 WITHIN = ("score", "zscore")

@@ -10,10 +10,10 @@ import os
 import sys
 from pathlib import Path
 
+from headrank.engine.precision import DTYPE_CHOICES
 from headrank.methods import METHODS
 from headrank.options import add_model_options, given_dests
-from headrank.precision import DTYPE_CHOICES
-from headrank.serve_limits import MAX_QUERY_TOKENS
+from headrank.serve.limits import MAX_QUERY_TOKENS
 
 
 def _reference_ranker(args, heads: str):
@@ -51,7 +51,7 @@ def _check_output(path: str | Path) -> None:
 
 def cmd_rerank(args) -> None:
     from headrank.data import load_candidates, write_run
-    from headrank.experiment import rerank_lists
+    from headrank.evaluation.experiment import rerank_lists
     from headrank.methods import load_plan
 
     plan = _checked_plan(args)
@@ -65,7 +65,7 @@ def cmd_rerank(args) -> None:
 def cmd_eval(args) -> None:
     from headrank.data import default_data_dir
     from headrank.datasets import load_dataset
-    from headrank.experiment import evaluate_method, summary
+    from headrank.evaluation.experiment import evaluate_method, summary
     from headrank.methods import load_plan
 
     plan = _checked_plan(args, args.method)
@@ -86,7 +86,7 @@ def cmd_eval(args) -> None:
 def cmd_select_heads(args) -> None:
     from headrank.data import default_data_dir
     from headrank.datasets import judged_lists
-    from headrank.heads import (
+    from headrank.heads.selection import (
         HeadTable,
         collect_head_table,
         head_stats,
@@ -135,7 +135,7 @@ def cmd_select_heads(args) -> None:
 def cmd_train(args) -> None:
     from headrank.artifact import NO_ADAPTER, read_manifest
     from headrank.data import default_data_dir
-    from headrank.headset import selection_of
+    from headrank.heads.headset import selection_of
     from headrank.training import TrainConfig, train_artifact
 
     if args.heads in (None, "all"):
@@ -226,7 +226,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
 def cmd_retrieve(args) -> None:
     from headrank.baselines.bm25 import CONFIG_FILE, BM25Retriever, write_retrieved
     from headrank.data import load_corpus, load_qrels, load_queries, scored
-    from headrank.evaluate import evaluate
+    from headrank.evaluation.metrics import evaluate
 
     corpus = load_corpus(args.corpus)
     if args.index and (Path(args.index) / CONFIG_FILE).is_file():
@@ -265,8 +265,8 @@ def _load_run_arg(path: str) -> dict[str, dict[str, float]]:
 def cmd_compare(args) -> None:
     from dataclasses import asdict
 
-    from headrank.evaluate import format_table
-    from headrank.significance import compare_runs
+    from headrank.evaluation.metrics import format_table
+    from headrank.evaluation.significance import compare_runs
 
     qids = Path(args.qids).read_text().split() if args.qids else None
     runs = {s: _load_run_arg(s) for s in args.systems}
@@ -281,8 +281,8 @@ def cmd_compare(args) -> None:
 def cmd_analyze(args) -> None:
     from dataclasses import asdict
 
-    from headrank.analysis import plot_positions, zone_report
-    from headrank.evaluate import format_table
+    from headrank.evaluation.analysis import plot_positions, zone_report
+    from headrank.evaluation.metrics import format_table
 
     qrels = _qrels(args)
     reports = [zone_report(Path(d), qrels, args.relevant_grade) for d in args.runs]
@@ -330,8 +330,8 @@ def _candidate_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args) -> None:
     from headrank.methods import load_plan
-    from headrank.serve import ServeConfig, bind, serve
-    from headrank.serve_auth import load_keys
+    from headrank.serve.app import ServeConfig, bind, serve
+    from headrank.serve.auth import load_keys
 
     if not 0 <= args.port <= 65535:  # refused before the model loads, not by the socket after it
         raise ValueError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
@@ -358,7 +358,7 @@ def cmd_rerank_distributed(args) -> None:
 
     from headrank.data import load_candidates
     from headrank.distributed import RayOptions, rerank_distributed
-    from headrank.evaluate import Stopwatch
+    from headrank.evaluation.metrics import Stopwatch
     from headrank.methods import load_plan
 
     options = RayOptions(
@@ -384,7 +384,7 @@ def cmd_reproduce(args) -> None:
     import shlex
 
     from headrank.data import default_data_dir
-    from headrank.reproduce import TRAINING_DATASETS, ReproduceConfig, reproduce
+    from headrank.evaluation.reproduce import TRAINING_DATASETS, ReproduceConfig, reproduce
 
     config = ReproduceConfig(
         model=args.model,
@@ -600,10 +600,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     from transformers.utils import logging as hf_logging
 
-    from headrank.backbone import BackboneError
     from headrank.data import DataError
-    from headrank.headset import HeadSetError
-    from headrank.prompt import PromptError
+    from headrank.engine.backbone import BackboneError
+    from headrank.engine.prompt import PromptError
+    from headrank.heads.headset import HeadSetError
 
     bars = hf_logging.is_progress_bar_enabled()
     quiet = getattr(args, "quiet", False)

@@ -61,7 +61,7 @@ class Reranker:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from headrank.experiment import rerank_lists
+        from headrank.evaluation.experiment import rerank_lists
 
         lists = []
         for row in batch.to_pylist():

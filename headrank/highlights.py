@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from headrank.prompt import ListwisePrompt
+from headrank.engine.prompt import ListwisePrompt
 from headrank.results import Document, Highlight, document_text
 
 if TYPE_CHECKING:  # the ranker calls in here: no import cycle at run time

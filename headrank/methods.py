@@ -53,7 +53,7 @@ def method_for(options: RankerOptions) -> str:
     if options.artifact or _is_artifact(options.model):
         return "headrank"
     if options.heads is None:
-        from headrank.backbone import EMBEDDED, same_model
+        from headrank.engine.backbone import EMBEDDED, same_model
 
         return "headrank" if same_model(options.model, EMBEDDED) else _shipped_or_icr(options.model)
     return "icr" if options.heads == "all" else "selected"
@@ -134,7 +134,7 @@ def check_plan(plan: MethodPlan) -> None:
     download begun): the model reference, the device, and that every head exists in the model."""
     if plan.loader in ("none", "dense"):
         return
-    from headrank.backbone import check_device, model_shape, resolve_source
+    from headrank.engine.backbone import check_device, model_shape, resolve_source
 
     check_device(plan.kwargs["device"])
     if plan.loader == "artifact":
@@ -143,7 +143,7 @@ def check_plan(plan: MethodPlan) -> None:
         resolve_source(read_manifest(plan.kwargs["folder"])["base_model"])
         return
     if plan.loader == "heads" and plan.kwargs["heads"] != "all":
-        from headrank.headset import HeadSet
+        from headrank.heads.headset import HeadSet
 
         shape = model_shape(plan.kwargs["model"])
         if shape is not None:
@@ -178,7 +178,7 @@ def _check_artifact_base(model: str, artifact: str | None) -> None:
     """`--model` beside a HeadRank artifact may only name the model it was trained on (the default's: "embedded");
     any other model gets the ways to rerank with it."""
     from headrank.artifact import DEFAULT_ARTIFACT, read_manifest
-    from headrank.backbone import same_model
+    from headrank.engine.backbone import same_model
 
     folder = artifact or str(DEFAULT_ARTIFACT)
     base = read_manifest(folder)["base_model"]
@@ -194,16 +194,16 @@ def _check_artifact_base(model: str, artifact: str | None) -> None:
 
 
 def _shipped(model: str):
-    from headrank.registry import shipped_heads
+    from headrank.heads.registry import shipped_heads
 
     return shipped_heads(model)
 
 
 def _shipped_or_icr(model: str) -> str:
-    """'selected' with the model's shipped heads (headrank.registry), else 'icr', said on stderr."""
+    """'selected' with the model's shipped heads (headrank.heads.registry), else 'icr', said on stderr."""
     if _shipped(model):
         return "selected"
-    from headrank.registry import say_fallback
+    from headrank.heads.registry import say_fallback
 
     say_fallback(model)
     return "icr"

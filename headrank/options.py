@@ -10,9 +10,9 @@ import argparse
 import copy
 from dataclasses import dataclass, field, fields
 
-from headrank.batching import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
-from headrank.precision import DTYPE_CHOICES
-from headrank.prompt import ORDERS
+from headrank.engine.batching import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+from headrank.engine.precision import DTYPE_CHOICES
+from headrank.engine.prompt import ORDERS
 
 FLAGS = {
     "model": "--model",

@@ -50,7 +50,7 @@ class HeadRankReranker(pt.Transformer):
         return f"HeadRankReranker({self.ranker.backbone.source!r}, top_k={self.top_k})"
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        from headrank.experiment import rerank_lists
+        from headrank.evaluation.experiment import rerank_lists
 
         missing = {"qid", "query", "docno", "text"} - set(inp.columns)
         if missing:

@@ -11,13 +11,23 @@ import torch
 from tqdm.auto import tqdm
 
 from headrank.artifact import attach_adapter, check_base, is_artifact, ranker_parts, read_manifest
-from headrank.backbone import Backbone, load_backbone
-from headrank.batching import default_batch_tokens, token_batches
 from headrank.calibration import Calibration, ListEvidence, load_calibration
-from headrank.family import ModelFamily
-from headrank.headset import HeadSet
+from headrank.engine.backbone import Backbone, load_backbone
+from headrank.engine.batching import default_batch_tokens, token_batches
+from headrank.engine.family import ModelFamily
+from headrank.engine.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
+from headrank.engine.scoring import (
+    ListScores,
+    PrefixBatch,
+    ScoringConfig,
+    SuffixLayout,
+    encode_prefixes,
+    head_plans,
+    passage_scores,
+    query_attention,
+)
+from headrank.heads.headset import HeadSet
 from headrank.highlights import evidence_spans
-from headrank.prompt import ORDERS, ListwisePrompt, PromptBuilder, PromptTemplate, input_order
 from headrank.results import (
     Document,
     RankedResults,
@@ -27,16 +37,6 @@ from headrank.results import (
     check_query,
     document_text,
     ranked_by_scores,
-)
-from headrank.scoring import (
-    ListScores,
-    PrefixBatch,
-    ScoringConfig,
-    SuffixLayout,
-    encode_prefixes,
-    head_plans,
-    passage_scores,
-    query_attention,
 )
 
 MERGES = ("tournament", "scaled")

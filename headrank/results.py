@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from headrank.prompt import passage_text
+from headrank.engine.prompt import passage_text
 
 Document = str | Mapping[str, str]
 

@@ -6,7 +6,7 @@
 # Never a test dependency: tests and benchmarks that need the model skip, saying so, when it is absent.
 # Idempotent: a complete file is kept; the download is written to .partial and renamed once checked.
 # usage: scripts/fetch_qwen25_coder_1p5b.sh     file: ${HEADRANK_CACHE:-~/.cache/headrank}/models/$NAME
-# (headrank.testing.QWEN25_CODER_1P5B reads the same path)
+# (headrank.engine.testing.QWEN25_CODER_1P5B reads the same path)
 set -euo pipefail
 NAME="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 VERSION="0.2.0"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from headrank.backbone import Backbone
-from headrank.testing import DOCS, FLEA_QUERY, lexical_model, tiny_backbone, tiny_tokenizer  # noqa: F401 (the tests take DOCS and FLEA_QUERY from here)
+from headrank.engine.backbone import Backbone
+from headrank.engine.testing import DOCS, FLEA_QUERY, lexical_model, tiny_backbone, tiny_tokenizer  # noqa: F401 (the tests take DOCS and FLEA_QUERY from here)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from headrank.analysis import plot_positions, zone_report
 from headrank.cli import main
 from headrank.data import DataError
+from headrank.evaluation.analysis import plot_positions, zone_report
 
 
 def _eval_dir(tmp_path, scores: list[float], order: str = "forward"):

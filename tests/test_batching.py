@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headrank.batching import default_batch_tokens, token_batches
+from headrank.engine.batching import default_batch_tokens, token_batches
 from headrank.ranker import HeadRanker, RankerConfig
 
 from .conftest import DOCS, FLEA_QUERY

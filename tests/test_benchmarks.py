@@ -18,9 +18,9 @@ import torch
 from headrank.cli import main as cli
 from headrank.data import run_from_ranking, scored
 from headrank.datasets import load_dataset
-from headrank.evaluate import evaluate, ndcg_at
+from headrank.engine.testing import save_tiny
+from headrank.evaluation.metrics import evaluate, ndcg_at
 from headrank.ranker import HeadRanker
-from headrank.testing import save_tiny
 
 from .tiny_data import write_data_dir
 

@@ -10,9 +10,9 @@ import pytest
 
 from headrank.artifact import save_artifact
 from headrank.calibration import FEATURES, WITHIN, Calibration, ListEvidence, fit_calibration, load_calibration
+from headrank.engine.testing import DOCS, FLEA_QUERY, save_tiny
 from headrank.ranker import HeadRanker, RankerConfig
 from headrank.results import relevance_scores
-from headrank.testing import DOCS, FLEA_QUERY, save_tiny
 
 
 def synthetic_lists(count: int, seed: int, truth: list | None = None) -> list[tuple[ListEvidence, np.ndarray]]:
@@ -104,7 +104,7 @@ def test_ranked_documents_carry_the_calibrated_and_the_list_relative_relevance(c
 def test_every_http_shape_answers_the_calibrated_relevance_when_asked(calibrated):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from headrank.serve import ServeConfig, create_app
+    from headrank.serve.app import ServeConfig, create_app
 
     from .conftest import served
 

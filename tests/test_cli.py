@@ -10,8 +10,8 @@ import pytest
 
 from headrank.cli import main
 from headrank.data import load_candidates, load_run
+from headrank.engine.testing import save_tiny
 from headrank.ranker import HeadRanker
-from headrank.testing import save_tiny
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from headrank.data import DataError, load_candidates, load_qrels, load_queries, load_run, write_run
 from headrank.datasets import download_dataset, load_dataset
-from headrank.evaluate import evaluate, per_query
+from headrank.evaluation.metrics import evaluate, per_query
 
 
 def test_ndcg_on_hand_made_qrels():

@@ -121,7 +121,7 @@ http {{
 def test_the_proxy_config_passes_nginx_t_and_serves_through_nginx(tmp_path):
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("fastapi")
-    from headrank.serve import ServeConfig, create_app
+    from headrank.serve.app import ServeConfig, create_app
 
     from .conftest import DOCS, FLEA_QUERY, served
     from .test_serve_socket import tiny, until

@@ -14,8 +14,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 from headrank.cli import main  # noqa: E402
 from headrank.data import load_candidates, load_run  # noqa: E402
 from headrank.distributed import RayOptions, connect, rerank_distributed  # noqa: E402
+from headrank.engine.testing import save_tiny  # noqa: E402
 from headrank.ranker import HeadRanker  # noqa: E402
-from headrank.testing import save_tiny  # noqa: E402
 
 WORDS = [
     "fleas",

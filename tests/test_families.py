@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from headrank.backbone import Backbone
 from headrank.data import Candidate, CandidateList
-from headrank.family import ModelFamily
-from headrank.heads import collect_head_table, head_stats, select_heads
+from headrank.engine.backbone import Backbone
+from headrank.engine.family import ModelFamily
+from headrank.engine.testing import FAMILIES, TINY_WINDOW, tiny_model, tiny_tokenizer
+from headrank.heads.selection import collect_head_table, head_stats, select_heads
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import FAMILIES, TINY_WINDOW, tiny_model, tiny_tokenizer
 from headrank.training import TrainConfig
 from headrank.training.lists import TrainingList
 from headrank.training.trainer import PreferenceTrainer
@@ -131,7 +131,7 @@ def test_lora_targets_follow_the_family():
 
 
 def test_loading_stops_at_the_deepest_head(tmp_path):
-    from headrank.testing import save_tiny
+    from headrank.engine.testing import save_tiny
 
     folder = save_tiny(tmp_path / "tiny", num_layers=4)
     ranker = HeadRanker.from_pretrained(str(folder), heads="1-0,0-2", dtype="float32")
@@ -142,7 +142,7 @@ def test_loading_stops_at_the_deepest_head(tmp_path):
 
 
 def test_head_plan_reads_each_key_head_once():
-    from headrank.capture import HeadPlan
+    from headrank.engine.capture import HeadPlan
 
     plan = HeadPlan.build([5, 0, 4, 1, 7], groups=4, device="cpu")  # key heads 1, 0, 1, 0, 1
     assert plan.kv_index.tolist() == [0, 1] and plan.per_kv == 3

@@ -10,9 +10,9 @@ import pytest
 
 from headrank.artifact import DEFAULT_ARTIFACT
 from headrank.cli import build_parser, main
+from headrank.engine.testing import save_tiny
 from headrank.methods import method_for, plan_method
 from headrank.options import RankerOptions, given_dests
-from headrank.testing import save_tiny
 
 COMMANDS = {
     "rerank": ["rerank", "--candidates", "c.jsonl", "--out", "o"],
@@ -40,13 +40,13 @@ def no_weights(monkeypatch):
     """Reading a weight fails the test: whatever is refused must be refused before."""
     import transformers
 
-    import headrank.gguf_cache
+    import headrank.engine.gguf_cache
 
     def read(*args, **kwargs):
         raise AssertionError("a weight was read before the refusal")
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", read)
-    monkeypatch.setattr(headrank.gguf_cache, "convert", read)
+    monkeypatch.setattr(headrank.engine.gguf_cache, "convert", read)
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -58,7 +58,7 @@ def test_naming_the_embedded_model_gives_the_default_ranker(command):
 
 def test_the_embedded_gguf_by_its_path_is_the_default_models_base_too():
     pytest.importorskip("gguf")
-    from headrank.backbone import embedded_gguf
+    from headrank.engine.backbone import embedded_gguf
 
     try:
         path = str(embedded_gguf())
@@ -86,7 +86,7 @@ def test_a_head_the_model_lacks_is_refused_before_a_weight_is_read(tiny_folder, 
 
 def test_a_gguf_is_not_converted_before_its_heads_are_checked(tmp_path, no_weights, monkeypatch, capsys):
     pytest.importorskip("gguf")
-    from headrank.backbone import embedded_gguf
+    from headrank.engine.backbone import embedded_gguf
 
     try:
         embedded_gguf()
@@ -130,7 +130,7 @@ def test_quiet_prints_nothing_while_a_gguf_is_converted_and_used(tmp_path, monke
     GGUF loader printed its tensor bar whatever the flag said)."""
     pytest.importorskip("gguf")
     from headrank.data import Candidate, CandidateList, write_candidates
-    from headrank.testing import DOCS, FLEA_QUERY, save_tiny_gguf
+    from headrank.engine.testing import DOCS, FLEA_QUERY, save_tiny_gguf
 
     monkeypatch.setenv("HEADRANK_CACHE", str(tmp_path / "cache"))  # a fresh cache: the GGUF is converted here
     gguf = tmp_path / "tiny.gguf"

@@ -1,4 +1,4 @@
-"""GGUF files converted tensor by tensor (headrank.gguf_cache) on a tiny Llama GGUF written in code: the same
+"""GGUF files converted tensor by tensor (headrank.engine.gguf_cache) on a tiny Llama GGUF written in code: the same
 weights, logits and attention as transformers' own GGUF load, a cache per dtype that is reused, only the layers a
 depth keeps, and a refusal before reading weights that cannot fit."""
 
@@ -9,11 +9,11 @@ import json
 import pytest
 import torch
 
-from headrank import gguf_cache
-from headrank.backbone import Backbone, BackboneError, cache_root, file_fingerprint, load_backbone
-from headrank.capture import IMPLEMENTATION
+from headrank.engine import gguf_cache
+from headrank.engine.backbone import Backbone, BackboneError, cache_root, file_fingerprint, load_backbone
+from headrank.engine.capture import IMPLEMENTATION
+from headrank.engine.testing import DOCS, FLEA_QUERY, QWEN25_CODER_1P5B, save_tiny_gguf
 from headrank.ranker import HeadRanker
-from headrank.testing import DOCS, FLEA_QUERY, QWEN25_CODER_1P5B, save_tiny_gguf
 
 REAL_CACHE = cache_root()
 """the user's cache, read before the tests point HEADRANK_CACHE elsewhere: where the fetch script puts the 1.5B."""
@@ -148,8 +148,8 @@ def _plan(model: str, *flags: str):
 
 
 def test_a_model_with_shipped_heads_ranks_with_them_without_heads(tiny_gguf, tmp_path, monkeypatch, capsys):
-    from headrank import registry
-    from headrank.headset import HeadSet
+    from headrank.heads import registry
+    from headrank.heads.headset import HeadSet
 
     path, _ = tiny_gguf
     heads = tmp_path / "tiny-heads.json"
@@ -171,9 +171,9 @@ def test_a_model_with_shipped_heads_ranks_with_them_without_heads(tiny_gguf, tmp
 
 def test_the_embedded_model_is_registered_by_its_file_and_its_hub_id():
     from headrank.artifact import DEFAULT_ARTIFACT, read_manifest
-    from headrank.backbone import embedded_gguf, model_fingerprint
-    from headrank.headset import HeadSet
-    from headrank.registry import shipped_heads
+    from headrank.engine.backbone import embedded_gguf, model_fingerprint
+    from headrank.heads.headset import HeadSet
+    from headrank.heads.registry import shipped_heads
 
     by_file = shipped_heads(str(embedded_gguf()))
     assert by_file is not None and by_file is shipped_heads("HuggingFaceTB/SmolLM2-135M-Instruct")

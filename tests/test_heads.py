@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from headrank.data import Candidate, CandidateList
-from headrank.evaluate import per_query
-from headrank.heads import (
+from headrank.engine.testing import tiny_backbone
+from headrank.evaluation.metrics import per_query
+from headrank.heads.headset import HeadSet
+from headrank.heads.selection import (
     HeadStats,
     HeadTable,
     adjacent_pair_accuracy,
@@ -23,9 +25,7 @@ from headrank.heads import (
     within_depth,
     write_stats,
 )
-from headrank.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import tiny_backbone
 
 from .conftest import DOCS, FLEA_QUERY
 
@@ -149,7 +149,7 @@ def test_select_heads_with_a_depth_budget_runs_only_that_many_layers(tmp_path, c
     from transformers.models.qwen3.modeling_qwen3 import Qwen3DecoderLayer
 
     from headrank.cli import main
-    from headrank.testing import save_tiny
+    from headrank.engine.testing import save_tiny
 
     from .tiny_data import write_data_dir
 

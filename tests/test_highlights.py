@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from headrank.engine.prompt import PromptTemplate
+from headrank.engine.testing import DOCS, FLEA_QUERY, tiny_backbone
 from headrank.highlights import document_highlights, sentence_spans, token_offsets, token_weights
-from headrank.prompt import PromptTemplate
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import DOCS, FLEA_QUERY, tiny_backbone
 
 PLANTED = "wifi and bluetooth are wireless technologies. fleas live up to a year on the host.\ngoldfish grow in a tank"
 
@@ -75,7 +75,7 @@ def test_highlights_match_the_token_attention_across_windows_and_truncation():
 def test_every_http_shape_answers_highlights_only_when_asked(lexical):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    from headrank.serve import ServeConfig, create_app
+    from headrank.serve.app import ServeConfig, create_app
 
     from .conftest import served
 

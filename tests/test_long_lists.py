@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from headrank.prompt import PromptBuilder, PromptTemplate
+from headrank.engine.prompt import PromptBuilder, PromptTemplate
 from headrank.ranker import HeadRanker, RankerConfig
 
 from .conftest import DOCS, FLEA_QUERY

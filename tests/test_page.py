@@ -15,7 +15,7 @@ pytest.importorskip("uvicorn")
 
 from headrank.calibration import fit_calibration  # noqa: E402
 from headrank.ranker import HeadRanker  # noqa: E402
-from headrank.serve import ServeConfig, create_app  # noqa: E402
+from headrank.serve.app import ServeConfig, create_app  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
 from .test_calibration import synthetic_lists  # noqa: E402

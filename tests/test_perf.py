@@ -8,10 +8,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.timing import PeakMemory, pass_flops
-from headrank.family import ModelFamily
-from headrank.prompt import ListwisePrompt
-from headrank.scoring import encode_prefixes
-from headrank.testing import tiny_model
+from headrank.engine.family import ModelFamily
+from headrank.engine.prompt import ListwisePrompt
+from headrank.engine.scoring import encode_prefixes
+from headrank.engine.testing import tiny_model
 
 from .conftest import DOCS, FLEA_QUERY
 
@@ -69,9 +69,9 @@ def _lists(count: int = 2, texts: list[str] = DOCS):
 def test_the_methods_table_counts_each_methods_passes_and_tokens():
     from benchmarks.perf import attention_cost, compare_methods
     from headrank.baselines.rankgpt import RankGPT, RankGPTConfig
-    from headrank.headset import HeadSet
+    from headrank.engine.testing import tiny_backbone
+    from headrank.heads.headset import HeadSet
     from headrank.ranker import HeadRanker, RankerConfig
-    from headrank.testing import tiny_backbone
 
     lists = _lists()
     headrank = HeadRanker(tiny_backbone(), RankerConfig(heads=HeadSet.parse("1-0,1-3")))
@@ -103,10 +103,10 @@ def test_the_dtype_table_compares_bfloat16_with_an_independent_float32_ranking()
     from scipy.stats import kendalltau
 
     from benchmarks.perf import dtype_table
-    from headrank.backbone import Backbone
-    from headrank.evaluate import evaluate
+    from headrank.engine.backbone import Backbone
+    from headrank.engine.testing import tiny_model, tiny_tokenizer
+    from headrank.evaluation.metrics import evaluate
     from headrank.ranker import HeadRanker
-    from headrank.testing import tiny_model, tiny_tokenizer
 
     def load(dtype: str) -> HeadRanker:
         model = tiny_model().to(getattr(torch, dtype))

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from headrank.headset import HeadSet
+from headrank.engine.testing import tiny_backbone
+from headrank.heads.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import tiny_backbone
 
 from .conftest import DOCS, FLEA_QUERY
 

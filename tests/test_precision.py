@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from headrank.backbone import BackboneError, load_backbone
-from headrank.precision import AUTO_OVERRIDE, choose_dtype, cpu_flags
+from headrank.engine.backbone import BackboneError, load_backbone
+from headrank.engine.precision import AUTO_OVERRIDE, choose_dtype, cpu_flags
 
 
 @pytest.fixture(autouse=True)

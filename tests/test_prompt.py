@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from headrank.prompt import PromptBuilder, PromptError, PromptTemplate, input_order
+from headrank.engine.prompt import PromptBuilder, PromptError, PromptTemplate, input_order
 
 from .conftest import DOCS, FLEA_QUERY
 

@@ -13,9 +13,9 @@ pd = pytest.importorskip("pandas")  # pyterrier brings it
 
 from headrank.cli import main  # noqa: E402
 from headrank.data import Candidate, CandidateList, write_candidates  # noqa: E402
+from headrank.engine.testing import save_tiny  # noqa: E402
 from headrank.pyterrier import HeadRankReranker, qrels_frame, result_frame  # noqa: E402
 from headrank.ranker import HeadRanker  # noqa: E402
-from headrank.testing import save_tiny  # noqa: E402
 
 from .conftest import DOCS  # noqa: E402
 

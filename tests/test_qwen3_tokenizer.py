@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from headrank.backbone import Backbone, cache_root
-from headrank.prompt import PromptBuilder, PromptTemplate
+from headrank.engine.backbone import Backbone, cache_root
+from headrank.engine.prompt import PromptBuilder, PromptTemplate
+from headrank.engine.testing import tiny_model
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.testing import tiny_model
 
 THINK_OFF = "<think>\n\n</think>\n\n"
 THINK_IDS = [151667, 271, 151668, 271]

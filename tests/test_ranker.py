@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headrank.backbone import BackboneError, load_backbone, resolve_source
+from headrank.engine.backbone import BackboneError, load_backbone, resolve_source
 from headrank.ranker import HeadRanker, RankerConfig
 
 from .conftest import DOCS, FLEA_QUERY
@@ -74,7 +74,7 @@ def test_unknown_models_are_refused(tmp_path):
 
 
 def test_load_from_a_local_folder(tmp_path):
-    from headrank.testing import save_tiny
+    from headrank.engine.testing import save_tiny
 
     folder = save_tiny(tmp_path / "tiny")
     ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-2")
@@ -88,7 +88,7 @@ def test_a_cut_depth_loads_quietly_but_a_broken_checkpoint_is_reported(tmp_path,
 
     from safetensors.torch import load_file, save_file
 
-    from headrank.testing import save_tiny
+    from headrank.engine.testing import save_tiny
 
     folder = save_tiny(tmp_path / "tiny")  # 4 layers
     transformers_log = logging.getLogger("transformers.modeling_utils")  # transformers does not propagate

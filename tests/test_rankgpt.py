@@ -7,7 +7,7 @@ import re
 import pytest
 
 from headrank.baselines.rankgpt import RankGPT, RankGPTConfig, parse_permutation, sliding_windows
-from headrank.experiment import describe_ranker
+from headrank.evaluation.experiment import describe_ranker
 
 from .conftest import DOCS, FLEA_QUERY
 

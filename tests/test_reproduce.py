@@ -9,8 +9,8 @@ import pytest
 
 from headrank.cli import main
 from headrank.data import Candidate, CandidateList, write_candidates
-from headrank.reproduce import METHODS, ReproduceConfig, reproduce
-from headrank.testing import save_tiny
+from headrank.engine.testing import save_tiny
+from headrank.evaluation.reproduce import METHODS, ReproduceConfig, reproduce
 
 from .conftest import DOCS
 

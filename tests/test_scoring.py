@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from headrank.headset import HeadSet, HeadSetError
-from headrank.prompt import PromptBuilder
+from headrank.engine.prompt import PromptBuilder
+from headrank.engine.scoring import ScoringConfig, SuffixLayout, passage_scores
+from headrank.engine.testing import tiny_backbone
+from headrank.heads.headset import HeadSet, HeadSetError
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.scoring import ScoringConfig, SuffixLayout, passage_scores
-from headrank.testing import tiny_backbone
 
 from .conftest import DOCS, FLEA_QUERY
 

@@ -15,11 +15,11 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
 from headrank.cli import main  # noqa: E402
+from headrank.engine.testing import save_tiny, tiny_backbone  # noqa: E402
 from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
 from headrank.results import relevance_scores  # noqa: E402
-from headrank.scheduler import QueueFull, Scheduler  # noqa: E402
-from headrank.serve import ServeConfig, create_app  # noqa: E402
-from headrank.testing import save_tiny, tiny_backbone  # noqa: E402
+from headrank.serve.app import ServeConfig, create_app  # noqa: E402
+from headrank.serve.scheduler import QueueFull, Scheduler  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
 
@@ -283,14 +283,14 @@ def test_headrank_serve_command(tmp_path, monkeypatch):
     """The command loads the model once and hands uvicorn the app; here uvicorn serves it in a thread."""
     import types
 
-    import headrank.serve
+    import headrank.serve.app
 
     started = {}
 
     def http_server(app, grace, host, port, **options):
         return types.SimpleNamespace(run=lambda sockets: started.update(app=app, host=host, port=port, sockets=sockets))
 
-    monkeypatch.setattr(headrank.serve, "http_server", http_server)
+    monkeypatch.setattr(headrank.serve.app, "http_server", http_server)
     folder = save_tiny(tmp_path / "tiny")
     assert main(["serve", "--model", str(folder), "--port", "0", "--name", "tiny-cli", "--max-documents", "2"]) == 0
     (sock,) = started["sockets"]  # bound before the model loaded, on a port of the system's choosing

@@ -17,10 +17,10 @@ pytest.importorskip("uvicorn")
 
 import json  # noqa: E402
 
+from headrank.engine.testing import tiny_backbone  # noqa: E402
 from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
 from headrank.results import relevance_scores  # noqa: E402
-from headrank.serve import ServeConfig, create_app  # noqa: E402
-from headrank.testing import tiny_backbone  # noqa: E402
+from headrank.serve.app import ServeConfig, create_app  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, log_records, served  # noqa: E402
 

@@ -21,10 +21,10 @@ pytest.importorskip("prometheus_client")
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from headrank.serve import ServeConfig, create_app  # noqa: E402
-from headrank.serve_auth import load_keys  # noqa: E402
-from headrank.serve_limits import distinct  # noqa: E402
-from headrank.serve_metrics import TIMING_HEADERS, RequestIdFilter  # noqa: E402
+from headrank.serve.app import ServeConfig, create_app  # noqa: E402
+from headrank.serve.auth import load_keys  # noqa: E402
+from headrank.serve.limits import distinct  # noqa: E402
+from headrank.serve.metrics import TIMING_HEADERS, RequestIdFilter  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, served  # noqa: E402
 from .test_serve_socket import BOUND_S, Layers, signalled_server, tiny, until  # noqa: E402

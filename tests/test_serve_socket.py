@@ -20,10 +20,10 @@ httpx = pytest.importorskip("httpx")  # the `serve` extra
 pytest.importorskip("uvicorn")
 pytest.importorskip("fastapi")
 
-from headrank.prompt import PromptTemplate  # noqa: E402
+from headrank.engine.prompt import PromptTemplate  # noqa: E402
+from headrank.engine.testing import save_tiny, tiny_backbone  # noqa: E402
 from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
-from headrank.serve import ServeConfig, create_app, http_server  # noqa: E402
-from headrank.testing import save_tiny, tiny_backbone  # noqa: E402
+from headrank.serve.app import ServeConfig, create_app, http_server  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, log_records, served  # noqa: E402
 

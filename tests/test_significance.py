@@ -8,7 +8,7 @@ import pytest
 
 from headrank.cli import main
 from headrank.data import write_run
-from headrank.significance import compare_runs, randomization_p
+from headrank.evaluation.significance import compare_runs, randomization_p
 
 QRELS = {"q1": {"a": 1}, "q2": {"b": 1}, "q3": {"c": 1}}
 RELEVANT_LAST = {"q1": {"x": 3, "y": 2, "a": 1}, "q2": {"x": 3, "y": 2, "b": 1}, "q3": {"x": 3, "y": 2, "c": 1}}

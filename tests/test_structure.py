@@ -67,7 +67,10 @@ def test_no_import_cycle():
 
 def test_only_the_family_module_reaches_into_the_model():
     """`family.py` owns the model's layout; the rest of the package and the benchmarks ask it (or HeadRanker)."""
-    allowed = {PACKAGE / "family.py", PACKAGE / "testing.py"}  # testing.py builds the tiny models themselves
+    allowed = {
+        PACKAGE / "engine" / "family.py",
+        PACKAGE / "engine" / "testing.py",
+    }  # testing.py builds the tiny models themselves
     reaching = [
         str(path.relative_to(PACKAGE.parent))
         for folder in (PACKAGE, PACKAGE.parent / "benchmarks")

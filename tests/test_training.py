@@ -13,11 +13,11 @@ import torch
 
 from headrank.artifact import read_manifest
 from headrank.data import Candidate, CandidateList, write_candidates
-from headrank.evaluate import middle_zone
-from headrank.headset import HeadSet
+from headrank.engine.scoring import encode_prefixes
+from headrank.engine.testing import save_tiny, tiny_backbone
+from headrank.evaluation.metrics import middle_zone
+from headrank.heads.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
-from headrank.scoring import encode_prefixes
-from headrank.testing import save_tiny, tiny_backbone
 from headrank.training import TrainConfig, train_artifact
 from headrank.training.curves import curve_point
 from headrank.training.lists import TrainingList, split_queries

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from headrank.data import Candidate, CandidateList, write_candidates
 from headrank.datasets import CANDIDATES, QRELS, QUERIES
-from headrank.testing import DOCS
+from headrank.engine.testing import DOCS
 
 
 def grades_of(qid: int) -> list[int]:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from headrank.backbone import BackboneError
+from headrank.engine.backbone import BackboneError
 from headrank.results import Document, RankedResults, check_doc_ids, check_query, document_text, ranked_by_scores
 
 EMBEDDED = "embedded-minilm"

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from headrank.backbone import Backbone, load_backbone
-from headrank.prompt import PromptError
+from headrank.engine.backbone import Backbone, load_backbone
+from headrank.engine.prompt import PromptError
 from headrank.results import Document, RankedResults, check_doc_ids, check_query, document_text, ranked_by_scores
 
 SYSTEM = "You are RankGPT, an intelligent assistant that can rank passages based on their relevancy to the query."

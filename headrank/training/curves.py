@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from headrank.evaluate import adjacent_pairs, ndcg_at
-from headrank.prompt import ListwisePrompt
+from headrank.engine.prompt import ListwisePrompt
+from headrank.engine.scoring import PrefixBatch
+from headrank.evaluation.metrics import adjacent_pairs, ndcg_at
 from headrank.ranker import HeadRanker
-from headrank.scoring import PrefixBatch
 from headrank.training.lists import TrainingList
 
 

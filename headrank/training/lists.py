@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from headrank.data import CandidateList, Qrels
-from headrank.evaluate import adjacent_pairs
+from headrank.evaluation.metrics import adjacent_pairs
 from headrank.results import document_text
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from headrank.evaluate import middle_zone
+from headrank.evaluation.metrics import middle_zone
 from headrank.training.config import TrainConfig
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from headrank.evaluate import adjacent_pairs
+from headrank.evaluation.metrics import adjacent_pairs
 from headrank.training.config import TrainConfig
 from headrank.training.pairs import sample_pairs
 

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 
-from headrank.evaluate import adjacent_pairs, middle_zone
+from headrank.evaluation.metrics import adjacent_pairs, middle_zone
 from headrank.training.config import TrainConfig
 
 

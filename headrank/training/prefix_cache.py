@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headrank.prompt import ListwisePrompt
+from headrank.engine.prompt import ListwisePrompt
+from headrank.engine.scoring import PrefixBatch
 from headrank.ranker import HeadRanker
-from headrank.scoring import PrefixBatch
 
 DEFAULT_MEMORY_BYTES = 4 << 30
 """host memory the store may hold before it evicts the least recently used prefix (to recompute or reload it)."""

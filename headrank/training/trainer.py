@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from headrank.prompt import ListwisePrompt
+from headrank.engine.prompt import ListwisePrompt
 from headrank.ranker import HeadRanker
 from headrank.training.config import TrainConfig
 from headrank.training.curves import curve_point

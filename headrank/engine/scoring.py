@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 
-from headrank.capture import EnginePass, HeadPlan, PromptRanges, running
-from headrank.family import ModelFamily
-from headrank.headset import HeadSet
-from headrank.prompt import ListwisePrompt
+from headrank.engine.capture import EnginePass, HeadPlan, PromptRanges, running
+from headrank.engine.family import ModelFamily
+from headrank.engine.prompt import ListwisePrompt
+from headrank.heads.headset import HeadSet
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ def machine() -> str:
     """The CPU, its cores and what torch dispatches to on it (its capability and the native-bfloat16 flags):
     what a timing needs beside it to mean anything."""
 
-    from headrank.precision import NATIVE_BF16_FLAGS, cpu_flags
+    from headrank.engine.precision import NATIVE_BF16_FLAGS, cpu_flags
 
     cpu = platform.processor() or platform.machine()
     try:

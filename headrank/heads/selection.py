@@ -13,8 +13,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from headrank.data import CandidateList, Qrels
-from headrank.evaluate import adjacent_pair_accuracy, ndcg_at
-from headrank.headset import HeadSet
+from headrank.evaluation.metrics import adjacent_pair_accuracy, ndcg_at
+from headrank.heads.headset import HeadSet
 from headrank.ranker import HeadRanker
 
 

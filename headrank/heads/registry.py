@@ -38,7 +38,7 @@ CPU at ~15 s a list) is still to be made."""
 def shipped_heads(model: str) -> ShippedHeads | None:
     """The shipped head set of `model` (a hub id, folder or GGUF file), or None: none shipped, or a model that
     cannot be found (its load says why)."""
-    from headrank.backbone import BackboneError, model_fingerprint
+    from headrank.engine.backbone import BackboneError, model_fingerprint
 
     for entry in REGISTRY:
         if model in entry.hub_ids:

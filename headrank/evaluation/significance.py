@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from headrank.data import Qrels, Run
-from headrank.evaluate import per_query
+from headrank.evaluation.metrics import per_query
 
 EXACT_UP_TO = 16
 """queries up to which every sign pattern is enumerated (2^16); above it, Monte Carlo trials."""

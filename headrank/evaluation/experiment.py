@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from headrank.artifact import NO_ADAPTER
 from headrank.data import CandidateList, RankedRun, run_from_ranking, scored, write_run
 from headrank.datasets import Dataset
-from headrank.evaluate import Stopwatch, evaluate, format_table, machine, peak_rss_mb
+from headrank.evaluation.metrics import Stopwatch, evaluate, format_table, machine, peak_rss_mb
 from headrank.ranker import HeadRanker
 from headrank.results import RankedResults, Reranker
 

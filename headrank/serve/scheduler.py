@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from headrank.capture import Interrupted, interruptible
+from headrank.engine.capture import Interrupted, interruptible
 from headrank.ranker import HeadRanker
 from headrank.results import Document
 

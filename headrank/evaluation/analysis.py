@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from headrank.data import DataError, Qrels
-from headrank.evaluate import middle_zone
-from headrank.prompt import input_order
+from headrank.engine.prompt import input_order
+from headrank.evaluation.metrics import middle_zone
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from headrank.scheduler import JobClock, Scheduler
+from headrank.serve.scheduler import JobClock, Scheduler
 
 REQUEST_LOG = logging.getLogger("headrank.requests")
 REQUEST_ID_HEADER = "x-request-id"

@@ -34,18 +34,18 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from headrank.evaluate import peak_rss_mb, rss_mb
-from headrank.experiment import describe_ranker
+from headrank.engine.prompt import PromptBuilder
+from headrank.evaluation.experiment import describe_ranker
+from headrank.evaluation.metrics import peak_rss_mb, rss_mb
 from headrank.highlights import evidence_spans
-from headrank.page import PAGE
-from headrank.prompt import PromptBuilder
 from headrank.ranker import HeadRanker
 from headrank.results import VISIBLE, Document, ScoredList, best_first, is_blank, relevance_scores
-from headrank.scheduler import Overloaded, QueueFull, Scheduler
-from headrank.serve_auth import OPEN_PATHS as KEYLESS
-from headrank.serve_auth import BearerAuth, check_key, declare_auth
-from headrank.serve_limits import MAX_QUERY_TOKENS, capped_query, distinct
-from headrank.serve_metrics import REQUEST_ID_HEADER, TIMING_HEADERS, RequestTracer, ServeMetrics, current, log_config
+from headrank.serve.auth import OPEN_PATHS as KEYLESS
+from headrank.serve.auth import BearerAuth, check_key, declare_auth
+from headrank.serve.limits import MAX_QUERY_TOKENS, capped_query, distinct
+from headrank.serve.metrics import REQUEST_ID_HEADER, TIMING_HEADERS, RequestTracer, ServeMetrics, current, log_config
+from headrank.serve.page import PAGE
+from headrank.serve.scheduler import Overloaded, QueueFull, Scheduler
 
 
 @dataclass(frozen=True)
@@ -658,7 +658,7 @@ def create_app(ranker: HeadRanker, config: ServeConfig | None = None) -> FastAPI
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
-        """A page to rank pasted passages and see their evidence (headrank/page.py)."""
+        """A page to rank pasted passages and see their evidence (headrank/serve/page.py)."""
         return PAGE
 
     _operations_routes(app, ranker, config)

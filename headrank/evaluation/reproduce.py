@@ -14,7 +14,7 @@ from pathlib import Path
 
 from headrank.data import DataError, load_run, scored
 from headrank.datasets import DATASETS, download_dataset, load_dataset, spec
-from headrank.evaluate import format_table, machine
+from headrank.evaluation.metrics import format_table, machine
 
 TRAINING_DATASETS = ("dl21", "dl22", "dl23")
 """the paper's 211 training queries are TREC DL21-23 (53 + 76 + 82)."""
@@ -124,7 +124,7 @@ def _step(cli, output: Path, say, argv: list[str]) -> None:
 
 
 def _rows(name: str, folder: Path, data_dir: Path) -> list[dict]:
-    from headrank.significance import compare_runs
+    from headrank.evaluation.significance import compare_runs
 
     qrels = load_dataset(name, Path(data_dir)).qrels
     metrics = {m: json.loads((folder / m / "metrics.json").read_text()) for m in METHODS}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from headrank import gguf_cache
-from headrank.capture import IMPLEMENTATION, register_attention
-from headrank.family import set_depth
-from headrank.precision import Precision, choose_dtype
+from headrank.engine import gguf_cache
+from headrank.engine.capture import IMPLEMENTATION, register_attention
+from headrank.engine.family import set_depth
+from headrank.engine.precision import Precision, choose_dtype
 
 log = logging.getLogger(__name__)
 

@@ -99,7 +99,7 @@ def tiny_model(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from headrank.capture import IMPLEMENTATION, register_attention
+    from headrank.engine.capture import IMPLEMENTATION, register_attention
 
     register_attention()
     torch.manual_seed(seed)
@@ -126,7 +126,7 @@ def save_tiny(folder: str | Path, **kwargs) -> Path:
 
 
 def tiny_backbone(**kwargs):
-    from headrank.backbone import Backbone
+    from headrank.engine.backbone import Backbone
 
     return Backbone(model=tiny_model(**kwargs), tokenizer=tiny_tokenizer(), source="tiny", fingerprint="tiny")
 

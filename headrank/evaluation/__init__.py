@@ -1,0 +1,1 @@
+"""Measuring rankings: metrics, experiments over datasets, analyses, paired tests and `reproduce`."""
