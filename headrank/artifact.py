@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from headrank.engine.adapters import Adapter
 from headrank.engine.backbone import BackboneError
 from headrank.engine.prompt import PromptTemplate
 from headrank.engine.scoring import ScoringConfig
 from headrank.heads.headset import HeadSet
-
-if TYPE_CHECKING:  # artifacts are built by HeadRanker.from_artifact: no import cycle at run time
-    from headrank.ranker import HeadRanker
 
 MANIFEST = "headrank.json"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -40,28 +35,17 @@ NO_ADAPTER = "none"
 its initial state changes nothing (LoRA's B is zero), so none is shipped and none runs."""
 
 
-def save_artifact(folder: str | Path, ranker: HeadRanker, peft_model, training: dict, data: dict) -> Path:
-    """Write the adapter (peft's safetensors + config; none when `peft_model` is None) and the manifest that ties
-    it to its base model."""
+def save_artifact(folder: str | Path, recipe: dict, adapter: Adapter | None, training: dict, data: dict) -> Path:
+    """Write the adapter (none when training did not beat the untrained heads) and the manifest that ties it to
+    its base model; `recipe` is the ranker's (`HeadRanker.recipe`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if peft_model is not None:
-        for config in peft_model.peft_config.values():  # not this machine's cache path
-            config.base_model_name_or_path = ranker.backbone.source
-        peft_model.save_pretrained(folder, safe_serialization=True)
-        readme = folder / "README.md"
-        if readme.exists():  # peft's model card template says nothing about this ranker
-            readme.unlink()
+    if adapter is not None:
+        adapter.save(folder, recipe["base_model"])
     manifest = {
         "format": FORMAT,
-        "base_model": ranker.backbone.source,
-        "base_fingerprint": ranker.backbone.fingerprint,
-        "heads": HeadSet.to_dict(ranker.heads)["heads"],
-        "depth": ranker.depth,
-        "template": asdict(ranker.config.template),
-        "scoring": asdict(ranker.config.scoring),
-        "order": ranker.config.order,
-        "adapters": training.get("adapters", "query") if peft_model is not None else NO_ADAPTER,
+        **recipe,
+        "adapters": training.get("adapters", "query") if adapter is not None else NO_ADAPTER,
         "training": training,
         "data": data,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -95,19 +79,9 @@ def check_base(folder: Path, manifest: dict, fingerprint: str) -> None:
         )
 
 
-def attach_adapter(ranker: HeadRanker, folder: Path, manifest: dict) -> None:
-    """Put the trained LoRA into `ranker.model`: merged into the weights when it acts on every token (free at
-    inference), switched off around the passage pass when it acts on the query span only."""
-    from peft import PeftModel
-
-    if ranker.heads.depth != manifest["depth"]:
-        raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({ranker.heads.depth})")
-    if manifest.get("adapters") == NO_ADAPTER:
-        return
-    with warnings.catch_warnings():  # peft reads a property transformers deprecated: nothing the user can act on
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-        adapter = PeftModel.from_pretrained(ranker.model, folder).eval()  # injects LoRA into ranker.model
-    if manifest.get("adapters", "query") == "all":
-        ranker.merged(adapter)
-    else:
-        ranker.adapt(adapter, query_only=True)
+def adapter_mode(folder: Path, manifest: dict, depth: int) -> str:
+    """How the artifact's adapter runs on a ranker of `depth`: NO_ADAPTER, "all" (merged into the weights: free
+    at inference) or "query" (switched off around the passages' pass)."""
+    if depth != manifest["depth"]:
+        raise BackboneError(f"{folder}: depth {manifest['depth']} does not match its heads ({depth})")
+    return manifest.get("adapters", "query")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
 import sys
 from pathlib import Path
 
+from headrank.engine import defaults
 from headrank.engine.precision import DTYPE_CHOICES
 from headrank.methods import METHODS
-from headrank.options import add_model_options, given_dests
-from headrank.serve.limits import MAX_QUERY_TOKENS
+from headrank.options import add_model_options, config_options, given_dests
 
 
 def _reference_ranker(args, heads: str):
@@ -196,12 +195,9 @@ def _train_dest(name: str) -> str:
 
 def _train_options(p: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field: its type, default and choices come from there."""
-    from dataclasses import fields
-
     from headrank.training import config as training_config
     from headrank.training.objectives import OBJECTIVES
 
-    defaults = training_config.TrainConfig()
     choices = {
         "loss": tuple(OBJECTIVES),
         "pairs": training_config.PAIR_MODES,
@@ -209,18 +205,8 @@ def _train_options(p: argparse.ArgumentParser) -> None:
         "order": training_config.TRAIN_ORDERS,
         "cache_dtype": training_config.CACHE_DTYPES,
     }
-    kinds = {f.name: type(getattr(defaults, f.name)) for f in fields(defaults)}
-    for name, help_text in _TRAIN_FIELDS.items():
-        dest = _train_dest(name)
-        flag = f"--{dest.replace('_', '-')}"
-        p.add_argument(
-            flag,
-            dest=dest,
-            type=kinds[name],
-            default=getattr(defaults, name),
-            choices=choices.get(name),
-            help="; ".join(o.help for o in OBJECTIVES.values()) if name == "loss" else help_text,
-        )
+    helps = _TRAIN_FIELDS | {"loss": "; ".join(o.help for o in OBJECTIVES.values())}
+    config_options(p, training_config.TrainConfig(), helps, choices, _train_dest)
 
 
 def cmd_retrieve(args) -> None:
@@ -330,23 +316,17 @@ def _candidate_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_serve(args) -> None:
     from headrank.methods import load_plan
-    from headrank.serve.app import ServeConfig, bind, serve
     from headrank.serve.auth import load_keys
+    from headrank.serve.config import ServeConfig
+    from headrank.serve.runner import bind, serve
 
     if not 0 <= args.port <= 65535:  # refused before the model loads, not by the socket after it
         raise ValueError(f"--port must be in 0..65535 (0: any free port), got {args.port}")
     plan = _checked_plan(args)
     config = ServeConfig(
         model_name=args.name or Path(plan.kwargs.get("folder") or plan.kwargs["model"]).name,
-        max_documents=args.max_documents,
-        max_body_bytes=args.max_body_bytes,
-        queue_size=args.queue_size,
-        max_active=args.max_active,
-        max_batch_requests=args.max_batch_requests,
-        shutdown_grace=args.shutdown_grace,
-        max_query_tokens=args.max_query_tokens,
+        **{name: getattr(args, name) for name in _SERVE_FIELDS},
         api_keys=load_keys(args.api_key, args.api_key_file),
-        metrics_need_key=args.metrics_need_key,
         cors_origins=tuple(args.cors_origin),
     )
     sock = bind(args.host, args.port)  # a port in use is refused now, not after the model has loaded
@@ -417,17 +397,15 @@ def cmd_download(args) -> None:
     print(download_dataset(args.dataset, default_data_dir(data_dir), args.base_url))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headrank", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _rerank_parser(sub) -> None:
     p = sub.add_parser("rerank", help="rerank candidate lists into a TREC run")
     add_model_options(p, artifact=True)
     _candidate_options(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_rerank)
 
+
+def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="rerank a benchmark and write run.trec + metrics.json")
     add_model_options(p, artifact=True)
     p.add_argument("--data-dir", help="folder with the datasets (default: $HEADRANK_DATA)")
@@ -445,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
+
+def _select_heads_parser(sub) -> None:
     p = sub.add_parser("select-heads", help="head statistics on labelled lists and entropy-regularized selection")
     _labelled_data_options(p, heads=False)
     p.add_argument("--top-k", type=int, default=20, help="candidates per list")
@@ -464,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_select_heads)
 
+
+def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="preference-align the selected heads (LoRA) and write a trained artifact")
     _labelled_data_options(p, heads=True)
     p.add_argument("--out", required=True)
@@ -474,6 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
+
+def _retrieve_parser(sub) -> None:
     p = sub.add_parser("retrieve", help="BM25 (bm25s) top-k candidates from a corpus, to rerank")
     p.add_argument("--corpus", required=True, help="BEIR corpus jsonl(.gz): {_id, title, text}")
     p.add_argument("--queries", required=True, help="queries file (jsonl, TSV or TREC topics)")
@@ -483,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--qrels", help="also print nDCG@10 and R@100 against these judgements")
     p.set_defaults(func=cmd_retrieve)
 
+
+def _analyze_parser(sub) -> None:
     p = sub.add_parser("analyze", help="middle-zone selectivity and score-by-position plots from eval outputs")
     p.add_argument("runs", nargs="+", help="output folders of `headrank eval` (with scores.jsonl)")
     p.add_argument("--data-dir")
@@ -492,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_analyze)
 
+
+def _compare_parser(sub) -> None:
     p = sub.add_parser("compare", help="per-query wins/losses/ties and a paired randomization test against a baseline")
     p.add_argument("baseline", help="eval output folder (with run.trec) or a TREC run file")
     p.add_argument("systems", nargs="+", help="eval output folders or TREC run files to compare with it")
@@ -504,6 +492,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the comparison as json")
     p.set_defaults(func=cmd_compare)
 
+
+_SERVE_FIELDS = {
+    "max_documents": "documents per request",
+    "max_body_bytes": "bytes per request body (decoded, for a gzip body)",
+    "queue_size": "waiting requests before 429",
+    "max_active": "requests whose prompts the worker batches together",
+    "max_batch_requests": "requests whose prompts may share one forward pass",
+    "shutdown_grace": "seconds in-flight requests get after SIGTERM; those still running are answered 503",
+    "max_query_tokens": "a longer query is cut to this many tokens (TEI's truncate: false gets 422 instead)",
+    "metrics_need_key": "/metrics needs the key too (default: open)",
+}
+"""the ServeConfig fields that are flags of `headrank serve`, with their help; type and default are the field's."""
+
+
+def _serve_parser(sub) -> None:
+    from headrank.serve.config import ServeConfig
+
     p = sub.add_parser(
         "serve", help="serve the reranker over HTTP (Cohere /v1/rerank and /v2/rerank, Jina, TEI /rerank)"
     )
@@ -511,25 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", help="model name in the answers (default: the model's)")
-    p.add_argument("--max-documents", type=int, default=1000, help="documents per request")
-    p.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
-    p.add_argument("--queue-size", type=int, default=32, help="waiting requests before 429")
-    p.add_argument("--max-active", type=int, default=32, help="requests whose prompts the worker batches together")
-    p.add_argument(
-        "--max-batch-requests", type=int, default=32, help="requests whose prompts may share one forward pass"
-    )
-    p.add_argument(
-        "--shutdown-grace",
-        type=float,
-        default=20.0,
-        help="seconds in-flight requests get after SIGTERM; those still running are answered 503",
-    )
-    p.add_argument(
-        "--max-query-tokens",
-        type=int,
-        default=MAX_QUERY_TOKENS,
-        help="a longer query is cut to this many tokens (TEI's truncate: false gets 422 instead)",
-    )
+    config_options(p, ServeConfig(), _SERVE_FIELDS)
     p.add_argument(
         "--api-key",
         action="append",
@@ -538,7 +525,6 @@ def build_parser() -> argparse.ArgumentParser:
         "keep the key out of the process list)",
     )
     p.add_argument("--api-key-file", help="a file of API keys, one per line (# comments and blank lines skipped)")
-    p.add_argument("--metrics-need-key", action="store_true", help="/metrics needs the key too (default: open)")
     p.add_argument(
         "--cors-origin",
         action="append",
@@ -547,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
 
+
+def _rerank_distributed_parser(sub) -> None:
     p = sub.add_parser("rerank-distributed", help="rerank candidate lists on Ray Data into a TREC run + parquet")
     add_model_options(p, artifact=True)
     _candidate_options(p)
@@ -560,12 +548,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_rerank_distributed)
 
+
+def _reproduce_parser(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="the paper's protocol for one model: select, train, evaluate every benchmark, compare"
     )
     p.add_argument("--model", required=True, help="HF hub id, local folder, .gguf file, or 'embedded'")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
+    p.add_argument("--device", default=defaults.DEVICE)
+    p.add_argument("--dtype", default=defaults.DTYPE, choices=DTYPE_CHOICES)
     p.add_argument("--data-dir")
     p.add_argument("--out", help="output folder, kept between runs (default: runs/reproduce/MODEL)")
     p.add_argument(
@@ -582,11 +572,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="never download: skip what is not in the data directory")
     p.set_defaults(func=cmd_reproduce)
 
+
+def _download_parser(sub) -> None:
     p = sub.add_parser("download", help="download a public dataset into the data directory")
     p.add_argument("dataset")
     p.add_argument("--data-dir")
     p.add_argument("--base-url", help="a mirror that serves the raw files by name")
     p.set_defaults(func=cmd_download)
+
+
+COMMANDS = (
+    _rerank_parser,
+    _eval_parser,
+    _select_heads_parser,
+    _train_parser,
+    _retrieve_parser,
+    _analyze_parser,
+    _compare_parser,
+    _serve_parser,
+    _rerank_distributed_parser,
+    _reproduce_parser,
+    _download_parser,
+)
+"""each command's parser, in the order `headrank --help` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="headrank", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
     return parser
 
 
@@ -598,28 +614,17 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "dataset", "") is None:
         args.dataset = ["dl21"]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    from transformers.utils import logging as hf_logging
-
     from headrank.data import DataError
-    from headrank.engine.backbone import BackboneError
+    from headrank.engine.backbone import BackboneError, silenced
     from headrank.engine.prompt import PromptError
     from headrank.heads.headset import HeadSetError
 
-    bars = hf_logging.is_progress_bar_enabled()
-    quiet = getattr(args, "quiet", False)
-    if quiet:  # transformers' own bars too ("Loading weights" on every model load)
-        hf_logging.disable_progress_bar()
     try:
-        # quiet: what libraries print to stderr (the GGUF converter's bar, warnings) goes nowhere; logging keeps
-        # its handlers' stream, and errors are printed below, after the redirection ends
-        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink) if quiet else contextlib.nullcontext():
+        with silenced(getattr(args, "quiet", False)):
             args.func(args)
     except (BackboneError, DataError, HeadSetError, PromptError, ValueError, TypeError, OSError) as err:
-        print(f"headrank: error: {err}", file=sys.stderr)
+        print(f"headrank: error: {err}", file=sys.stderr)  # after `silenced` has let stderr through again
         return 2
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     return 0
 
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 import bisect
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
 from headrank.engine.prompt import ListwisePrompt
-from headrank.results import Document, Highlight, document_text
-
-if TYPE_CHECKING:  # the ranker calls in here: no import cycle at run time
-    from headrank.ranker import HeadRanker
+from headrank.results import Highlight
 
 _SENTENCE = re.compile(r"[^.!?;\n]*(?:[.!?;]+|\n+|$)")
 
@@ -76,23 +72,21 @@ def token_weights(attention: torch.Tensor, prompt: ListwisePrompt, weights: torc
     return [combined[start:end].tolist() for start, end in prompt.passage_spans]
 
 
-@torch.inference_mode()
-def evidence_spans(
-    ranker: HeadRanker, query: str, documents: Sequence[Document], top: int | None = None
-) -> list[list[Highlight]]:
-    """Per document, in the caller's order, its sentences by the selected heads' attention (heaviest first):
-    one more pass over the list's prompts (the query's attention to every token, not only each passage's sum)."""
-    texts = [document_text(d, i) for i, d in enumerate(documents)]
-    prompts = ranker.prompts(query, documents)
-    weights = torch.tensor(ranker.heads.weight_vector())
-    max_words = ranker.config.template.max_passage_words
-    out: list[list[Highlight]] = [[] for _ in texts]
-    for group in ranker.batches(prompts):
-        attention = ranker.token_attention([prompts[i] for i in group])
-        for row, i in enumerate(group):
-            per_passage = token_weights(attention[row], prompts[i], weights.to(attention.device))
-            for position, doc in enumerate(prompts[i].order):
-                tokens = per_passage[position]
-                offsets = token_offsets(ranker.builder.tokenizer, texts[doc], len(tokens), max_words)
-                out[doc] = document_highlights(texts[doc], offsets, tokens, top)
+def prompt_highlights(
+    attention: torch.Tensor,
+    prompt: ListwisePrompt,
+    weights: torch.Tensor,
+    texts: Sequence[str],
+    tokenizer,
+    max_words: int | None,
+    top: int | None = None,
+) -> dict[int, list[Highlight]]:
+    """Each passage of one scored prompt (by document index) with its sentences by the heads' attention, from
+    the prompt's `token_attention` row; `texts` are the list's documents as given."""
+    per_passage = token_weights(attention, prompt, weights.to(attention.device))
+    out = {}
+    for position, doc in enumerate(prompt.order):
+        tokens = per_passage[position]
+        offsets = token_offsets(tokenizer, texts[doc], len(tokens), max_words)
+        out[doc] = document_highlights(texts[doc], offsets, tokens, top)
     return out

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
+from headrank.engine import defaults
 from headrank.engine.batching import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
 from headrank.engine.precision import DTYPE_CHOICES
 from headrank.engine.prompt import ORDERS
@@ -38,17 +40,17 @@ class RankerOptions:
     """The model flags as parsed; `given` names the ones set on the command line, so that one the chosen
     reranker cannot use is refused instead of ignored."""
 
-    model: str = "embedded"
+    model: str = defaults.MODEL
     heads: str | None = None
     artifact: str | None = None
     dense_model: str | None = None
-    dtype: str = "auto"
-    device: str = "cpu"
-    order: str = "reverse"
+    dtype: str = defaults.DTYPE
+    device: str = defaults.DEVICE
+    order: str = defaults.ORDER
     no_calibration: bool = False
     token_mask: bool = False
     no_truncate: bool = False
-    max_passage_tokens: int | None = 256
+    max_passage_tokens: int | None = defaults.MAX_PASSAGE_TOKENS
     max_passage_words: int | None = None
     max_length: int | None = None
     max_batch_tokens: int | None = None
@@ -71,7 +73,9 @@ def add_model_options(
     """The model group; `heads`, `artifact` and `truncate` leave out what a command cannot use (select-heads
     scores every head, so it has no --heads and nothing to truncate)."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", default="embedded", help="HF hub id, local folder, .gguf file, or 'embedded'")
+    group.add_argument(
+        "--model", default=RankerOptions.model, help="HF hub id, local folder, .gguf file, or 'embedded'"
+    )
     if heads:
         group.add_argument(
             "--heads",
@@ -84,15 +88,15 @@ def add_model_options(
         group.add_argument("--artifact", help="a trained artifact folder (fixes its base model, heads and prompt)")
     group.add_argument(
         "--dtype",
-        default="auto",
+        default=RankerOptions.dtype,
         choices=DTYPE_CHOICES,
         help="auto: bfloat16 where the CPU (AVX512-BF16/AMX) or GPU runs it natively, else float32 "
         "(select-heads and train: float32, so that what they choose does not depend on the machine)",
     )
-    group.add_argument("--device", default="cpu")
+    group.add_argument("--device", default=RankerOptions.device)
     group.add_argument(
         "--order",
-        default="reverse",
+        default=RankerOptions.order,
         choices=ORDERS,
         help="input order of the passages (reverse: best first-stage passage nearest the query)",
     )
@@ -100,7 +104,7 @@ def add_model_options(
     group.add_argument("--token-mask", action="store_true", help="ICR's mean-2sigma token mask")
     if truncate:
         group.add_argument("--no-truncate", action="store_true", help="run every layer even with a head subset")
-    group.add_argument("--max-passage-tokens", type=int, default=256)
+    group.add_argument("--max-passage-tokens", type=int, default=RankerOptions.max_passage_tokens)
     group.add_argument("--max-passage-words", type=int, default=None)
     group.add_argument(
         "--max-length",
@@ -116,6 +120,25 @@ def add_model_options(
         help=f"padded tokens per forward pass when prompts are batched (default: {CPU_BATCH_TOKENS} on a CPU, one "
         f"prompt per pass; {GPU_BATCH_TOKENS} on a GPU); a prompt longer than this runs alone",
     )
+
+
+def config_options(
+    parser: argparse.ArgumentParser,
+    defaults: object,
+    helps: dict[str, str],
+    choices: dict[str, tuple] | None = None,
+    dest: Callable[[str], str] = str,
+) -> None:
+    """One option per field of the config dataclass `defaults` named in `helps`: its type, default and choices
+    come from the config, so a default is written once (a boolean field, False by default, is a switch)."""
+    for name, help_text in helps.items():
+        default, where = getattr(defaults, name), dest(name)
+        flag = "--" + where.replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=where, action="store_true", help=help_text)
+        else:
+            kind, choice = type(default), (choices or {}).get(name)
+            parser.add_argument(flag, dest=where, type=kind, default=default, choices=choice, help=help_text)
 
 
 def given_dests(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:

@@ -85,12 +85,11 @@ class HeadRankReranker(pt.Transformer):
         return out.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
 
     def _spans(self, lists: list[CandidateList]) -> dict[tuple[str, str], list[tuple[int, int, float]]]:
-        from headrank.highlights import evidence_spans
 
         return {
             (lst.qid, c.docid): [(h.start, h.end, h.weight) for h in found]
             for lst in lists
-            for c, found in zip(lst.candidates, evidence_spans(self.ranker, lst.query, lst.documents()))
+            for c, found in zip(lst.candidates, self.ranker.evidence_spans(lst.query, lst.documents()))
         }
 
 

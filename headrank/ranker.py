@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from headrank.artifact import attach_adapter, check_base, is_artifact, ranker_parts, read_manifest
+from headrank.artifact import NO_ADAPTER, adapter_mode, check_base, is_artifact, ranker_parts, read_manifest
 from headrank.calibration import Calibration, ListEvidence, load_calibration
+from headrank.engine import defaults
+from headrank.engine.adapters import Adapter, load_adapter
 from headrank.engine.backbone import Backbone, load_backbone
 from headrank.engine.batching import default_batch_tokens, token_batches
 from headrank.engine.family import ModelFamily
@@ -27,9 +29,10 @@ from headrank.engine.scoring import (
     query_attention,
 )
 from headrank.heads.headset import HeadSet
-from headrank.highlights import evidence_spans
+from headrank.highlights import prompt_highlights
 from headrank.results import (
     Document,
+    Highlight,
     RankedResults,
     ScoredList,
     best_first,
@@ -50,7 +53,7 @@ class RankerConfig:
     heads: HeadSet = field(default_factory=HeadSet.all)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     template: PromptTemplate = field(default_factory=PromptTemplate)
-    order: str = "reverse"
+    order: str = defaults.ORDER
     """input order of the passages: reverse first-stage order (ICR), forward, or random."""
     max_length: int | None = None
     """tokens per forward pass; longer lists are split into balanced windows (default: the model's limit)."""
@@ -104,16 +107,16 @@ class HeadRanker:
     @classmethod
     def from_pretrained(
         cls,
-        model: str | Path = "embedded",
+        model: str | Path = defaults.MODEL,
         heads: str | Path | HeadSet | None = "all",
         *,
-        dtype: str = "auto",
-        device: str = "cpu",
+        dtype: str = defaults.DTYPE,
+        device: str = defaults.DEVICE,
         truncate: bool = True,
         calibrate: bool = True,
         token_mask: bool = False,
-        order: str = "reverse",
-        max_passage_tokens: int | None = 256,
+        order: str = defaults.ORDER,
+        max_passage_tokens: int | None = defaults.MAX_PASSAGE_TOKENS,
         max_passage_words: int | None = None,
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
@@ -122,7 +125,10 @@ class HeadRanker:
         the layers up to the deepest head are loaded when `truncate`."""
         if is_artifact(model):
             fixed = {"heads": heads not in (None, "all"), "calibrate": not calibrate, "token_mask": token_mask}
-            fixed |= {"order": order != "reverse", "max_passage_tokens": max_passage_tokens != 256}
+            fixed |= {
+                "order": order != defaults.ORDER,
+                "max_passage_tokens": max_passage_tokens != defaults.MAX_PASSAGE_TOKENS,
+            }
             fixed |= {"max_passage_words": max_passage_words is not None}
             if any(fixed.values()):
                 names = ", ".join(name for name, changed in fixed.items() if changed)
@@ -155,8 +161,8 @@ class HeadRanker:
         cls,
         folder: str | Path,
         *,
-        dtype: str = "auto",
-        device: str = "cpu",
+        dtype: str = defaults.DTYPE,
+        device: str = defaults.DEVICE,
         base_model: str | None = None,
         truncate: bool = True,
         max_length: int | None = None,
@@ -173,21 +179,39 @@ class HeadRanker:
         config = RankerConfig(**ranker_parts(manifest), max_length=max_length, max_batch_tokens=max_batch_tokens)
         ranker = cls(backbone, config, truncate=truncate)
         ranker.artifact, ranker.calibration = manifest, load_calibration(folder)
-        attach_adapter(ranker, folder, manifest)
+        mode = adapter_mode(folder, manifest, ranker.heads.depth)
+        if mode != NO_ADAPTER:
+            adapter = load_adapter(ranker.model, folder)
+            if mode == "all":
+                ranker.merged(adapter)
+            else:
+                ranker.adapt(adapter, query_only=True)
         return ranker
 
     @property
     def model(self):
         return self.backbone.model
 
+    def recipe(self) -> dict:
+        """What rebuilds this ranker on its base model: the manifest fields of an artifact saved from it."""
+        return {
+            "base_model": self.backbone.source,
+            "base_fingerprint": self.backbone.fingerprint,
+            "heads": HeadSet.to_dict(self.heads)["heads"],
+            "depth": self.depth,
+            "template": asdict(self.config.template),
+            "scoring": asdict(self.config.scoring),
+            "order": self.config.order,
+        }
+
     def layer_calls(self) -> int:
         """Layers one forward pass runs (the depth after truncation)."""
         return self.family.num_layers
 
-    def adapt(self, peft_model, query_only: bool) -> None:
+    def adapt(self, adapter: Adapter, query_only: bool) -> None:
         """Run with a LoRA adapter injected into this ranker's model: on the query span only (the passages are
         then encoded with the adapter off, by the frozen base) or on every token."""
-        self.prefix_context = peft_model.disable_adapter if query_only else None
+        self.prefix_context = adapter.off if query_only else None
 
     def variant(self, **changes) -> HeadRanker:
         """The same model, adapter and artifact with other settings (e.g. `max_length`, `max_batch_tokens`)."""
@@ -198,9 +222,9 @@ class HeadRanker:
         other.calibration = self.calibration
         return other
 
-    def merged(self, peft_model) -> None:
+    def merged(self, adapter: Adapter) -> None:
         """Fold an every-token adapter into the weights: free at inference."""
-        self.backbone.model = peft_model.merge_and_unload()
+        self.backbone.model = adapter.merged()
         self.family = ModelFamily(self.backbone.model)
         self.prefix_context = None
 
@@ -256,6 +280,28 @@ class HeadRanker:
         prefix token, what the scores are reduced from. `exit_early=False` runs the last layer to its end (the
         same rows, for timings and tests)."""
         return self._attention(prompts, None, exit_early)[0]
+
+    @torch.inference_mode()
+    def evidence_spans(
+        self, query: str, documents: Sequence[Document], top: int | None = None
+    ) -> list[list[Highlight]]:
+        """Per document, in the caller's order, its sentences by the selected heads' attention (heaviest first):
+        one more pass over the list's prompts (the query's attention to every token, not only each passage's sum,
+        headrank/highlights.py)."""
+        texts = [document_text(d, i) for i, d in enumerate(documents)]
+        prompts = self.prompts(query, documents)
+        weights = torch.tensor(self.heads.weight_vector())
+        max_words = self.config.template.max_passage_words
+        out: list[list[Highlight]] = [[] for _ in texts]
+        for group in self.batches(prompts):
+            attention = self.token_attention([prompts[i] for i in group])
+            for row, i in enumerate(group):
+                spans = prompt_highlights(
+                    attention[row], prompts[i], weights, texts, self.builder.tokenizer, max_words, top
+                )
+                for doc, found in spans.items():
+                    out[doc] = found
+        return out
 
     def score_prompts(self, prompts: Sequence[ListwisePrompt], prefix: PrefixBatch | None = None) -> list[ListScores]:
         """Scores of prompts in one batched pass (the prefix pass too unless `prefix` is given), by input position,
@@ -394,7 +440,7 @@ class HeadRanker:
         """Best first; `highlights` adds each document's evidence spans (one more pass, headrank/highlights.py)."""
         ranked = self.rank_batch([(query, documents, doc_ids)], progress=False)[0]
         if highlights:
-            spans = evidence_spans(self, query, documents)
+            spans = self.evidence_spans(query, documents)
             ranked.results = [replace(r, highlights=tuple(spans[r.index])) for r in ranked.results]
         return ranked
 

@@ -69,7 +69,7 @@ def calibrated(tmp_path_factory) -> HeadRanker:
     """A tiny artifact with a calibration.json, loaded back by `from_artifact`."""
     folder = tmp_path_factory.mktemp("tiny")
     base = HeadRanker.from_pretrained(save_tiny(folder / "base"), heads="0-1,1-0,1-3", dtype="float32")
-    out = save_artifact(folder / "artifact", base, None, training={}, data={})
+    out = save_artifact(folder / "artifact", base.recipe(), None, training={}, data={})
     fit_calibration(synthetic_lists(100, 4)).save(out)
     return HeadRanker.from_artifact(out, dtype="float32")
 

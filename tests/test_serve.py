@@ -283,14 +283,14 @@ def test_headrank_serve_command(tmp_path, monkeypatch):
     """The command loads the model once and hands uvicorn the app; here uvicorn serves it in a thread."""
     import types
 
-    import headrank.serve.app
+    import headrank.serve.runner
 
     started = {}
 
     def http_server(app, grace, host, port, **options):
         return types.SimpleNamespace(run=lambda sockets: started.update(app=app, host=host, port=port, sockets=sockets))
 
-    monkeypatch.setattr(headrank.serve.app, "http_server", http_server)
+    monkeypatch.setattr(headrank.serve.runner, "http_server", http_server)
     folder = save_tiny(tmp_path / "tiny")
     assert main(["serve", "--model", str(folder), "--port", "0", "--name", "tiny-cli", "--max-documents", "2"]) == 0
     (sock,) = started["sockets"]  # bound before the model loaded, on a port of the system's choosing

@@ -23,7 +23,8 @@ pytest.importorskip("fastapi")
 from headrank.engine.prompt import PromptTemplate  # noqa: E402
 from headrank.engine.testing import save_tiny, tiny_backbone  # noqa: E402
 from headrank.ranker import HeadRanker, RankerConfig  # noqa: E402
-from headrank.serve.app import ServeConfig, create_app, http_server  # noqa: E402
+from headrank.serve.app import ServeConfig, create_app  # noqa: E402
+from headrank.serve.runner import http_server  # noqa: E402
 
 from .conftest import DOCS, FLEA_QUERY, log_records, served  # noqa: E402
 

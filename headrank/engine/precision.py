@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from headrank.engine import defaults
+
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 AUTO_OVERRIDE = "HEADRANK_AUTO_DTYPE"
@@ -31,7 +33,9 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set(line.split(":", 1)[1].split()) if ":" in line else set()
 
 
-def choose_dtype(requested: str = "auto", device: str = "cpu", flags: set[str] | None = None) -> Precision:
+def choose_dtype(
+    requested: str = defaults.DTYPE, device: str = defaults.DEVICE, flags: set[str] | None = None
+) -> Precision:
     """`requested` unless it is "auto"; then bfloat16 where the device runs it natively, else float32."""
     if requested not in DTYPE_CHOICES:
         raise ValueError(f"dtype must be one of {DTYPE_CHOICES}, not {requested!r}")

@@ -6,6 +6,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from headrank.engine import defaults
+
 ORDERS = ("reverse", "forward", "random")
 CALIBRATION_QUERY = "N/A"
 _SENTINEL = "\x00HEADRANK\x00"
@@ -25,7 +27,7 @@ class PromptTemplate:
         "\n\nPlease find information that is relevant to the following query in the passages above.\n\nQuery: {query}"
     )
     use_chat_template: bool = True
-    max_passage_tokens: int | None = 256
+    max_passage_tokens: int | None = defaults.MAX_PASSAGE_TOKENS
     max_passage_words: int | None = None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from headrank.data import DataError, load_run, scored
 from headrank.datasets import DATASETS, download_dataset, load_dataset, spec
+from headrank.engine import defaults
 from headrank.evaluation.metrics import format_table, machine
 
 TRAINING_DATASETS = ("dl21", "dl22", "dl23")
@@ -31,8 +32,8 @@ class ReproduceConfig:
     train_datasets: tuple[str, ...] = TRAINING_DATASETS
     eval_datasets: tuple[str, ...] = ()
     """empty: every registry benchmark that is not training data."""
-    device: str = "cpu"
-    dtype: str = "auto"
+    device: str = defaults.DEVICE
+    dtype: str = defaults.DTYPE
     limit: int | None = None
     """judged training queries per dataset (None: all)."""
     eval_limit: int | None = None

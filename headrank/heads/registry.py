@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+from headrank.artifact import ARTIFACTS
 
 
 @dataclass(frozen=True)

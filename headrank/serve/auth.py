@@ -10,8 +10,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from fastapi.responses import JSONResponse
-
 KEY_ENV = "HEADRANK_API_KEY"
 OPEN_PATHS = frozenset({"/health", "/ping", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 """answered without a key: the probes orchestrators send without one (they tell nothing about the data), and the
@@ -70,6 +68,8 @@ class BearerAuth:
             refusal = WRONG_KEY
         else:
             return await self.app(scope, receive, send)
+        from fastapi.responses import JSONResponse  # here: the flags' key checks above load no web stack
+
         answer = JSONResponse({"detail": refusal}, 401, headers={"WWW-Authenticate": "Bearer"})
         await answer(scope, receive, send)
 

@@ -74,7 +74,7 @@ def train_artifact(
     }
     untrained_won = history["best_step"] == 0 and trainer.steps_done > 0
     described = data.describe() | ({"heads_selection": selection} if selection else {})
-    return save_artifact(out, ranker, None if untrained_won else trainer.peft, training, described)
+    return save_artifact(out, ranker.recipe(), None if untrained_won else trainer.adapter, training, described)
 
 
 def _title(config: TrainConfig, data: dict) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from headrank.engine.adapters import inject_lora
 from headrank.engine.prompt import ListwisePrompt
 from headrank.ranker import HeadRanker
 from headrank.training.config import TrainConfig
@@ -35,26 +36,24 @@ class PreferenceTrainer:
     def __init__(
         self, ranker: HeadRanker, config: TrainConfig, cache_dir: Path | None = None, identity: dict | None = None
     ):
-        from peft import LoraConfig, get_peft_model
-
         self.ranker, self.config = ranker, config
         self.objective = objective(config.loss)
         self.identity = identity or {}
         """what a checkpoint must have been trained on to be resumed here (data, split, heads, base model)."""
         torch.manual_seed(config.seed)
-        lora = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(config.lora_targets) or ranker.family.lora_targets(),
-            layers_to_transform=list(range(ranker.depth)),
+        self.adapter = inject_lora(  # the LoRA layers are injected into ranker.model
+            ranker.model,
+            config.lora_rank,
+            config.lora_alpha,
+            config.lora_dropout,
+            list(config.lora_targets) or ranker.family.lora_targets(),
+            ranker.depth,
         )
-        self.peft = get_peft_model(ranker.model, lora)  # the LoRA layers are injected into ranker.model
         self.prefixes: PrefixStore | None = None
-        ranker.adapt(self.peft, query_only=config.adapters == "query")
+        ranker.adapt(self.adapter, query_only=config.adapters == "query")
         if config.adapters == "query":  # else the passages pass through the adapters, with gradient
             self.prefixes = PrefixStore(ranker, config.cache_dtype, cache_dir)
-        self.params = [p for p in self.peft.parameters() if p.requires_grad]
+        self.params = self.adapter.trainable()
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.references: dict[str, torch.Tensor] = {}
         self.steps_done = 0
@@ -75,7 +74,7 @@ class PreferenceTrainer:
         """The frozen base's scores of this prompt: they never change, so each is computed once."""
         key = prefix_key(prompt) + ":" + ",".join(map(str, prompt.query_ids))
         if key not in self.references:
-            with torch.no_grad(), self.peft.disable_adapter():
+            with torch.no_grad(), self.adapter.off():
                 self.references[key] = self.ranker.prompt_scores(prompt, self.prefix(prompt)).scores.detach()
         return self.references[key]
 
@@ -134,7 +133,7 @@ class PreferenceTrainer:
         """One learning-curve point; keeps the adapter of the best validation nDCG@10 (the first on ties), or
         the latest one when there are no validation lists to choose by."""
         start = time.perf_counter()
-        self.peft.eval()  # no LoRA dropout in a curve point
+        self.adapter.train(False)  # no LoRA dropout in a curve point
         point = {
             "step": self.steps_done,
             "train": curve_point(self.ranker, sample, self.prefix_for),
@@ -186,7 +185,7 @@ class PreferenceTrainer:
                 self.history["stopped_early"] = self.steps_done
                 break
             start = time.perf_counter()
-            self.peft.train()  # LoRA dropout, when configured
+            self.adapter.train()  # LoRA dropout, when configured
             epoch, batch = self.batch(len(items), step)
             rng = random.Random(stable_seed(config.seed, "step", step))
             lr = self.learning_rate(step, total)
@@ -222,19 +221,15 @@ class PreferenceTrainer:
                 bar.set_postfix(val=f"{point['validation']['ndcg@10'] or 0:.4f}")
                 if out is not None:
                     self.save_checkpoint(out)
-        self.peft.eval()
+        self.adapter.train(False)
         return self.history
 
     # -- state ----------------------------------------------------------------------------------------------
     def adapter_state(self) -> dict[str, torch.Tensor]:
-        from peft import get_peft_model_state_dict
-
-        return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(self.peft).items()}
+        return self.adapter.state()
 
     def load_adapter(self, state: dict[str, torch.Tensor]) -> None:
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(self.peft, state)
+        self.adapter.load_state(state)
 
     def save_checkpoint(self, out: Path) -> None:
         """out/last: adapter, optimizer and history, plus best.safetensors, the best validation adapter. Written

