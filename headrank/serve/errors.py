@@ -29,7 +29,7 @@ def _where(loc: Sequence) -> list:
     return [p for p in loc if isinstance(p, int) or p in FIELDS]
 
 
-def _validationerror_response(request: Request, exc: RequestValidationError) -> JSONResponse:
+def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """400 for a body that is not JSON, 422 with one readable line per problem otherwise."""
     errors = exc.errors()
     if any(e.get("type") == "json_invalid" for e in errors):
@@ -51,7 +51,7 @@ def _validationerror_response(request: Request, exc: RequestValidationError) -> 
 PARSE_FAILURES = {RecursionError: "is nested too deeply to parse", UnicodeDecodeError: "is not UTF-8 text"}
 
 
-async def _httperror_response(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     """FastAPI's own 400 for a body it cannot decode at all says what is wrong (not UTF-8, nested too deeply);
     every other error keeps its status, detail and headers."""
     detail = exc.detail
