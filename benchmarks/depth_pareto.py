@@ -29,8 +29,7 @@ from headrank.datasets import load_dataset
 from headrank.evaluation.metrics import format_table, machine
 from headrank.evaluation.significance import randomization_p
 from headrank.heads.headset import HeadSet
-from headrank.heads.selection import HeadTable, head_stats, merge_tables, select_heads, selection_record
-from headrank.training.lists import held_out_qids
+from headrank.heads.selection import HeadTable, SelectionSpec, head_stats, merge_tables, select_heads, split_table
 
 
 def named_tables(specs: list[str]) -> dict[str, HeadTable]:
@@ -90,9 +89,7 @@ def pareto(args, command: str) -> tuple[list[dict], dict]:
     test_tables = named_tables(args.test)
     table = merge_tables(list(train_tables.values()))
     limits = {name: len(t.qids) for name, t in train_tables.items()}  # a table holds the first N judged queries
-    held = held_out_qids(limits, data_dir, args.list_size, args.validation, args.seed)
-    train = table.subset(q for q in table.qids if q not in held)
-    validation = table.subset(q for q in table.qids if q in held)
+    train, validation = split_table(table, limits, data_dir, args.list_size, args.validation, args.seed)
     stats = head_stats(train)
     num_layers = max(layer for layer, _ in table.heads) + 1
 
@@ -157,9 +154,9 @@ def pareto(args, command: str) -> tuple[list[dict], dict]:
         "chosen": chosen["selection"],
         "chosen heads": chosen["heads"],
         "bm25": bm25,
-        "selection record": selection_record(
-            list(train_tables), train, len(validation.qids), args.k, args.lam, args.measure, chosen_budget, args.seed
-        ),
+        "selection record": SelectionSpec(
+            args.k, args.lam, args.measure, chosen_budget, args.validation, args.seed
+        ).record(list(train_tables), train, len(validation.qids)),
     }
     return rows, meta
 

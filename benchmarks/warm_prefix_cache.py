@@ -14,8 +14,10 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from headrank.cli import _reference_ranker, build_parser
+from headrank.cli import build_parser
 from headrank.data import default_data_dir
+from headrank.methods import reference_ranker
+from headrank.options import RankerOptions
 from headrank.training.lists import load_training_data
 from headrank.training.prefix_cache import PrefixStore
 
@@ -25,7 +27,7 @@ def main(argv: list[str]) -> None:
     args.dataset = args.dataset or ["dl21"]  # `headrank train`'s default, which its main sets after parsing
     if not args.cache_dir:
         raise SystemExit("--cache-dir is needed: the point is to fill it")
-    ranker = _reference_ranker(args, args.heads)
+    ranker = reference_ranker(RankerOptions.from_args(args), args.heads)
     data = load_training_data(
         args.dataset, default_data_dir(args.data_dir), args.list_size, args.validation, args.seed, args.limit
     )

@@ -16,16 +16,10 @@ from headrank.options import add_model_options, config_options, given_dests
 
 
 def _reference_ranker(args, heads: str):
-    """select-heads and train: every model flag applies; "auto" dtype is float32 here, so that what they choose
-    or learn does not depend on the machine (inference then runs in the machine's dtype)."""
-    from dataclasses import replace
-
-    from headrank.methods import load_method
+    from headrank.methods import reference_ranker
     from headrank.options import RankerOptions
 
-    options = RankerOptions.from_args(args)
-    options = replace(options, heads=heads, dtype="float32" if options.dtype == "auto" else options.dtype)
-    return load_method("icr" if heads == "all" else "selected", options)
+    return reference_ranker(RankerOptions.from_args(args), heads)
 
 
 def _checked_plan(args, method: str | None = None):
@@ -84,18 +78,7 @@ def cmd_eval(args) -> None:
 
 def cmd_select_heads(args) -> None:
     from headrank.data import default_data_dir
-    from headrank.datasets import judged_lists
-    from headrank.heads.selection import (
-        HeadTable,
-        collect_head_table,
-        head_stats,
-        merge_tables,
-        select_heads,
-        selection_record,
-        within_depth,
-        write_stats,
-    )
-    from headrank.training.lists import held_out_qids
+    from headrank.heads.selection import HeadTable, SelectionSpec, collect_tables, select_and_save, within_depth
 
     out = Path(args.out)
     table_path = out / "head_table.npz"
@@ -104,26 +87,11 @@ def cmd_select_heads(args) -> None:
         table = HeadTable.load(table_path)
     else:
         ranker = within_depth(_reference_ranker(args, "all"), args.max_depth)  # only the layers it may choose in
-        tables = []
-        for name in args.dataset:
-            lists, qrels = judged_lists(name, data_dir, args.top_k, args.limit)
-            tables.append(collect_head_table(ranker, lists, qrels, progress=not args.quiet, source=name))
-        table = merge_tables(tables)
+        table = collect_tables(ranker, args.dataset, data_dir, args.top_k, args.limit, progress=not args.quiet)
         out.mkdir(parents=True, exist_ok=True)
         table.save(table_path)
-    datasets = list(dict.fromkeys(table.sources or args.dataset))
-    validation = (  # the queries `headrank train` holds out with the same split: never chosen on
-        held_out_qids(dict.fromkeys(datasets, args.limit), data_dir, args.top_k, args.validation, args.seed)
-        if args.validation
-        else set()
-    )
-    train = table.subset(q for q in table.qids if q not in validation)
-    held = len(table.qids) - len(train.qids)
-    stats = head_stats(train)
-    write_stats(stats, out, args.lam, args.measure)
-    chosen = select_heads(stats, args.k, args.lam, args.measure, args.max_depth)
-    record = selection_record(datasets, train, held, args.k, args.lam, args.measure, args.max_depth, args.seed)
-    chosen.save(out / "heads.json", record)
+    spec = SelectionSpec(args.k, args.lam, args.measure, args.max_depth, args.validation, args.seed)
+    chosen, train, held = select_and_save(table, spec, out, data_dir, args.limit, args.top_k, args.dataset)
     print(
         f"selected {len(chosen.heads)} heads on {len(train.qids)} queries ({held} held out for validation), "
         f"truncation depth {chosen.depth}: {chosen.describe()}"
@@ -198,13 +166,7 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     from headrank.training import config as training_config
     from headrank.training.objectives import OBJECTIVES
 
-    choices = {
-        "loss": tuple(OBJECTIVES),
-        "pairs": training_config.PAIR_MODES,
-        "adapters": training_config.ADAPTER_MODES,
-        "order": training_config.TRAIN_ORDERS,
-        "cache_dtype": training_config.CACHE_DTYPES,
-    }
+    choices = training_config.CHOICES | {"loss": tuple(OBJECTIVES)}
     helps = _TRAIN_FIELDS | {"loss": "; ".join(o.help for o in OBJECTIVES.values())}
     config_options(p, training_config.TrainConfig(), helps, choices, _train_dest)
 
@@ -397,16 +359,23 @@ def cmd_download(args) -> None:
     print(download_dataset(args.dataset, default_data_dir(data_dir), args.base_url))
 
 
+def _command(sub, name: str, func, help: str, quiet: bool = False) -> argparse.ArgumentParser:
+    """One command's parser, bound to the function that runs it; `quiet` for commands that load a model."""
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(func=func)
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="print nothing but errors and the command's result")
+    return p
+
+
 def _rerank_parser(sub) -> None:
-    p = sub.add_parser("rerank", help="rerank candidate lists into a TREC run")
+    p = _command(sub, "rerank", cmd_rerank, "rerank candidate lists into a TREC run", quiet=True)
     add_model_options(p, artifact=True)
     _candidate_options(p)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_rerank)
 
 
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="rerank a benchmark and write run.trec + metrics.json")
+    p = _command(sub, "eval", cmd_eval, "rerank a benchmark and write run.trec + metrics.json", quiet=True)
     add_model_options(p, artifact=True)
     p.add_argument("--data-dir", help="folder with the datasets (default: $HEADRANK_DATA)")
     p.add_argument("--dataset", default="dl19")
@@ -420,12 +389,16 @@ def _eval_parser(sub) -> None:
     p.add_argument("--top-k", type=int, default=20)
     p.add_argument("--limit", type=int, default=None, help="only the first N judged queries")
     p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_eval)
 
 
 def _select_heads_parser(sub) -> None:
-    p = sub.add_parser("select-heads", help="head statistics on labelled lists and entropy-regularized selection")
+    p = _command(
+        sub,
+        "select-heads",
+        cmd_select_heads,
+        "head statistics on labelled lists and entropy-regularized selection",
+        quiet=True,
+    )
     _labelled_data_options(p, heads=False)
     p.add_argument("--top-k", type=int, default=20, help="candidates per list")
     p.add_argument("--k", type=int, default=16, help="heads to keep")
@@ -441,46 +414,44 @@ def _select_heads_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split (as train's --seed)")
     p.add_argument("--reuse", action="store_true", help="reuse OUT/head_table.npz instead of running the model")
     p.add_argument("--out", required=True)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_select_heads)
 
 
 def _train_parser(sub) -> None:
-    p = sub.add_parser("train", help="preference-align the selected heads (LoRA) and write a trained artifact")
+    p = _command(
+        sub, "train", cmd_train, "preference-align the selected heads (LoRA) and write a trained artifact", quiet=True
+    )
     _labelled_data_options(p, heads=True)
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in OUT/checkpoints")
     p.add_argument("--cache-dir", help="keep the frozen prefixes here (shared by runs on the same base and depth)")
     _train_options(p)
     p.add_argument("--raw-scores", action="store_true", help="beta and margins in raw score units (not standardised)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_train)
 
 
 def _retrieve_parser(sub) -> None:
-    p = sub.add_parser("retrieve", help="BM25 (bm25s) top-k candidates from a corpus, to rerank")
+    p = _command(sub, "retrieve", cmd_retrieve, "BM25 (bm25s) top-k candidates from a corpus, to rerank")
     p.add_argument("--corpus", required=True, help="BEIR corpus jsonl(.gz): {_id, title, text}")
     p.add_argument("--queries", required=True, help="queries file (jsonl, TSV or TREC topics)")
     p.add_argument("--out", required=True, help="candidates .jsonl(.gz) with text, or any other name for a TREC run")
     p.add_argument("--k", type=int, default=100)
     p.add_argument("--index", help="index folder: loaded if it holds an index, else built and saved there")
     p.add_argument("--qrels", help="also print nDCG@10 and R@100 against these judgements")
-    p.set_defaults(func=cmd_retrieve)
 
 
 def _analyze_parser(sub) -> None:
-    p = sub.add_parser("analyze", help="middle-zone selectivity and score-by-position plots from eval outputs")
+    p = _command(sub, "analyze", cmd_analyze, "middle-zone selectivity and score-by-position plots from eval outputs")
     p.add_argument("runs", nargs="+", help="output folders of `headrank eval` (with scores.jsonl)")
     p.add_argument("--data-dir")
     p.add_argument("--dataset", default="dl19", help="whose qrels to judge with")
     p.add_argument("--qrels", help="a qrels file (TREC or BEIR tsv) instead of --dataset")
     p.add_argument("--relevant-grade", type=int, default=2, help="lowest grade counted as relevant (DL: 2)")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_analyze)
 
 
 def _compare_parser(sub) -> None:
-    p = sub.add_parser("compare", help="per-query wins/losses/ties and a paired randomization test against a baseline")
+    p = _command(
+        sub, "compare", cmd_compare, "per-query wins/losses/ties and a paired randomization test against a baseline"
+    )
     p.add_argument("baseline", help="eval output folder (with run.trec) or a TREC run file")
     p.add_argument("systems", nargs="+", help="eval output folders or TREC run files to compare with it")
     group = p.add_mutually_exclusive_group(required=True)
@@ -490,7 +461,6 @@ def _compare_parser(sub) -> None:
     p.add_argument("--measure", default="nDCG@10", help="an ir-measures name")
     p.add_argument("--qids", help="a file of query ids (whitespace-separated): compare on those only")
     p.add_argument("--out", help="also write the comparison as json")
-    p.set_defaults(func=cmd_compare)
 
 
 _SERVE_FIELDS = {
@@ -509,8 +479,8 @@ _SERVE_FIELDS = {
 def _serve_parser(sub) -> None:
     from headrank.serve.config import ServeConfig
 
-    p = sub.add_parser(
-        "serve", help="serve the reranker over HTTP (Cohere /v1/rerank and /v2/rerank, Jina, TEI /rerank)"
+    p = _command(
+        sub, "serve", cmd_serve, "serve the reranker over HTTP (Cohere /v1/rerank and /v2/rerank, Jina, TEI /rerank)"
     )
     add_model_options(p, artifact=True)
     p.add_argument("--host", default="127.0.0.1")
@@ -531,11 +501,16 @@ def _serve_parser(sub) -> None:
         default=[],
         help="an origin whose browser pages may call the API, e.g. https://app.example.com (repeatable; * for any)",
     )
-    p.set_defaults(func=cmd_serve)
 
 
 def _rerank_distributed_parser(sub) -> None:
-    p = sub.add_parser("rerank-distributed", help="rerank candidate lists on Ray Data into a TREC run + parquet")
+    p = _command(
+        sub,
+        "rerank-distributed",
+        cmd_rerank_distributed,
+        "rerank candidate lists on Ray Data into a TREC run + parquet",
+        quiet=True,
+    )
     add_model_options(p, artifact=True)
     _candidate_options(p)
     p.add_argument("--workers", type=int, default=2, help="Ray actors, each with one copy of the model")
@@ -545,13 +520,14 @@ def _rerank_distributed_parser(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=4, help="queries per actor call")
     p.add_argument("--address", help="an existing Ray cluster (default: start Ray on this machine)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_rerank_distributed)
 
 
 def _reproduce_parser(sub) -> None:
-    p = sub.add_parser(
-        "reproduce", help="the paper's protocol for one model: select, train, evaluate every benchmark, compare"
+    p = _command(
+        sub,
+        "reproduce",
+        cmd_reproduce,
+        "the paper's protocol for one model: select, train, evaluate every benchmark, compare",
     )
     p.add_argument("--model", required=True, help="HF hub id, local folder, .gguf file, or 'embedded'")
     p.add_argument("--device", default=defaults.DEVICE)
@@ -570,15 +546,13 @@ def _reproduce_parser(sub) -> None:
     p.add_argument("--validation", type=float, default=0.2, help="share of training queries held out")
     p.add_argument("--train-args", default="", help="the recipe, as more `headrank train` flags in one string")
     p.add_argument("--offline", action="store_true", help="never download: skip what is not in the data directory")
-    p.set_defaults(func=cmd_reproduce)
 
 
 def _download_parser(sub) -> None:
-    p = sub.add_parser("download", help="download a public dataset into the data directory")
+    p = _command(sub, "download", cmd_download, "download a public dataset into the data directory")
     p.add_argument("dataset")
     p.add_argument("--data-dir")
     p.add_argument("--base-url", help="a mirror that serves the raw files by name")
-    p.set_defaults(func=cmd_download)
 
 
 COMMANDS = (

@@ -129,6 +129,17 @@ def load_method(method: str, options: RankerOptions | None = None):
     return load_plan(plan_method(method, options or RankerOptions()))
 
 
+def reference_ranker(options: RankerOptions, heads: str):
+    """The ranker heads are selected (`heads` "all") or trained on (a head-set file) with: every model option
+    applies, in the reference dtype (`precision.reference_dtype`)."""
+    from dataclasses import replace
+
+    from headrank.engine.precision import reference_dtype
+
+    options = replace(options, heads=heads, dtype=reference_dtype(options.dtype))
+    return load_method("icr" if heads == "all" else "selected", options)
+
+
 def check_plan(plan: MethodPlan) -> None:
     """Everything about a plan that can be refused before the first weight is read (a GGUF converted, a hub
     download begun): the model reference, the device, and that every head exists in the model."""

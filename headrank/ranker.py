@@ -204,6 +204,29 @@ class HeadRanker:
             "order": self.config.order,
         }
 
+    def cut_to_tokens(self, texts: Sequence[str], limit: int) -> list[tuple[str, int]]:
+        """Each text held to its first `limit` tokens of the model's tokenizer, with its length uncut (the server's
+        query cap, Cohere's `max_tokens_per_doc`)."""
+        return self.builder.cut(texts, limit)
+
+    def overlong_passages(self, texts: Sequence[str]) -> list[tuple[int, int]]:
+        """(index, tokens uncut) of each text the passage limits (`passage_limit`) would cut."""
+        return self.builder.overlong(texts)
+
+    @property
+    def passage_limit(self) -> str:
+        return self.config.template.passage_limit
+
+    def device_memory(self) -> dict:
+        """Device memory in use and at its peak (MiB), on a CUDA device; empty elsewhere."""
+        device = self.family.device
+        if device.type != "cuda":
+            return {}
+        return {
+            "device_memory_mb": round(torch.cuda.memory_allocated(device) / 2**20, 1),
+            "peak_device_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1),
+        }
+
     def layer_calls(self) -> int:
         """Layers one forward pass runs (the depth after truncation)."""
         return self.family.num_layers

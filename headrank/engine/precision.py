@@ -58,3 +58,9 @@ def choose_dtype(
     if native:
         return Precision("bfloat16", f"CPU {capability} with {', '.join(native)}: native bfloat16 matmuls")
     return Precision("float32", f"CPU {capability} without AVX512-BF16 or AMX: bfloat16 would be emulated")
+
+
+def reference_dtype(requested: str) -> str:
+    """The dtype heads are selected and trained in: "auto" is float32 there, so that what is chosen or learnt does
+    not depend on the machine (inference then runs in the machine's dtype); a dtype asked for is kept."""
+    return "float32" if requested == "auto" else requested

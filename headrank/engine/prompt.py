@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from headrank.engine import defaults
 
@@ -29,6 +29,12 @@ class PromptTemplate:
     use_chat_template: bool = True
     max_passage_tokens: int | None = defaults.MAX_PASSAGE_TOKENS
     max_passage_words: int | None = None
+
+    @property
+    def passage_limit(self) -> str:
+        """The limits a passage is cut to, in words: "256 tokens", "100 words and 256 tokens", or "none"."""
+        limits = ((self.max_passage_words, "words"), (self.max_passage_tokens, "tokens"))
+        return " and ".join(f"{n} {unit}" for n, unit in limits if n is not None) or "none"
 
 
 @dataclass
@@ -92,6 +98,20 @@ class PromptBuilder:
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
+
+    def cut(self, texts: Sequence[str], limit: int) -> list[tuple[str, int]]:
+        """Each text held to its first `limit` tokens (decoded back to text) and its length in tokens uncut."""
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"] if texts else []
+        return [
+            (text if len(ids) <= limit else self.tokenizer.decode(ids[:limit]), len(ids))
+            for text, ids in zip(texts, encoded)
+        ]
+
+    def overlong(self, passages: Sequence[str]) -> list[tuple[int, int]]:
+        """(index, tokens uncut) of each passage the template's limits would cut."""
+        whole = PromptBuilder(self.tokenizer, replace(self.template, max_passage_tokens=None, max_passage_words=None))
+        pairs = zip(whole.encode_passages(passages), self.encode_passages(passages))
+        return [(i, len(full)) for i, (full, cut) in enumerate(pairs) if len(full) != len(cut)]
 
     def encode_passages(self, passages: Sequence[str]) -> list[list[int]]:
         """Token ids of each passage (with its leading space), truncated by words then tokens."""

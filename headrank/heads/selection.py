@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from headrank.data import CandidateList, Qrels
 from headrank.evaluation.metrics import adjacent_pair_accuracy, ndcg_at
 from headrank.heads.headset import HeadSet
 from headrank.ranker import HeadRanker
+from headrank.training.lists import held_out_qids
 
 
 def normalized_entropy(p: np.ndarray) -> np.ndarray:
@@ -244,27 +245,73 @@ def select_heads(
     return HeadSet.of(stats.heads[eligible[i]] for i in best)
 
 
-def selection_record(
-    datasets: Sequence[str],
-    train: HeadTable,
-    held_out: int,
-    k: int,
-    lam: float,
-    measure: str,
-    max_depth: int | None,
-    seed: int,
-) -> dict:
-    """How a head set was chosen, as its heads file and the artifacts trained from it keep it."""
-    return {
-        "datasets": list(datasets),
-        "queries": len(train.qids),
-        "held_out": held_out,
-        "k": k,
-        "lam": lam,
-        "measure": measure,
-        "max_depth": max_depth,
-        "seed": seed,
-    }
+@dataclass(frozen=True)
+class SelectionSpec:
+    """How heads are chosen from a head table, as `headrank select-heads`, `reproduce` and the depth benchmark
+    choose them, and as the heads file (and every artifact trained from it) records it."""
+
+    k: int = 16
+    lam: float = 0.5
+    measure: str = "ndcg"
+    max_depth: int | None = None
+    validation: float = 0.2
+    """share of each dataset's queries held out: the ones `headrank train` holds out with the same seed."""
+    seed: int = 0
+
+    def record(self, datasets: Sequence[str], train: HeadTable, held_out: int) -> dict:
+        return {
+            "datasets": list(datasets),
+            "queries": len(train.qids),
+            "held_out": held_out,
+            "k": self.k,
+            "lam": self.lam,
+            "measure": self.measure,
+            "max_depth": self.max_depth,
+            "seed": self.seed,
+        }
+
+
+def split_table(
+    table: HeadTable, limits: Mapping[str, int | None], data_dir: Path, list_size: int, fraction: float, seed: int
+) -> tuple[HeadTable, HeadTable]:
+    """(training side, validation side) of a table: the queries `headrank train` holds out of these datasets
+    (each read to its judged-query limit) are never chosen on."""
+    held = held_out_qids(limits, data_dir, list_size, fraction, seed) if fraction else set()
+    return table.subset(q for q in table.qids if q not in held), table.subset(q for q in table.qids if q in held)
+
+
+def collect_tables(
+    ranker: HeadRanker, datasets: Sequence[str], data_dir: Path, top_k: int, limit: int | None, progress: bool
+) -> HeadTable:
+    """One head table over the judged lists of several datasets, each query tagged with its dataset."""
+    from headrank.datasets import judged_lists
+
+    tables = []
+    for name in datasets:
+        lists, qrels = judged_lists(name, data_dir, top_k, limit)
+        tables.append(collect_head_table(ranker, lists, qrels, progress=progress, source=name))
+    return merge_tables(tables)
+
+
+def select_and_save(
+    table: HeadTable,
+    spec: SelectionSpec,
+    out: Path,
+    data_dir: Path,
+    limit: int | None,
+    top_k: int,
+    datasets: Sequence[str] = (),
+) -> tuple[HeadSet, HeadTable, int]:
+    """The selection pipeline on a head table: hold the validation queries out, compute the statistics on the
+    rest, choose, and write heads.json (with its record) and the statistics into `out`. Returns (heads, the
+    training side, the number held out). `datasets` name the table's queries when it predates their tags."""
+    datasets = list(dict.fromkeys([s for s in table.sources if s] or datasets))
+    train, held = split_table(table, dict.fromkeys(datasets, limit), data_dir, top_k, spec.validation, spec.seed)
+    stats = head_stats(train)
+    write_stats(stats, out, spec.lam, spec.measure)
+    chosen = select_heads(stats, spec.k, spec.lam, spec.measure, spec.max_depth)
+    chosen.save(out / "heads.json", spec.record(datasets, train, len(held.qids)))
+    return chosen, train, len(held.qids)
 
 
 def write_stats(stats: HeadStats, out: Path, lam: float, measure: str = "ndcg") -> None:

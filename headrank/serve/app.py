@@ -20,16 +20,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from headrank.engine.prompt import PromptBuilder
 from headrank.evaluation.experiment import describe_ranker
 from headrank.evaluation.metrics import peak_rss_mb, rss_mb
 from headrank.ranker import HeadRanker
@@ -161,7 +159,7 @@ class Reranking:
         the list's distinct passages; answers the index of each document's passage among them."""
         trace = current()
         documents = prepare(documents) if prepare else documents
-        query, warning = capped_query(self.ranker.builder.tokenizer, query, self.config.max_query_tokens, truncate)
+        query, warning = capped_query(self.ranker, query, self.config.max_query_tokens, truncate)
         trace.warnings += [warning] if warning else []
         passages, where = distinct([_visible(d) for d in documents])
         trace.passages = len(passages)
@@ -334,7 +332,7 @@ def _operations_routes(app: FastAPI, ranker: HeadRanker, config: ServeConfig) ->
             queue_size=config.queue_size,
             rss_mb=rss_mb(),
             peak_rss_mb=round(peak_rss_mb(), 1),
-            **_device_memory(ranker),
+            **ranker.device_memory(),
         )
         return answer if state == "ok" else JSONResponse(answer.model_dump(), 503, headers={"Retry-After": "1"})
 
@@ -394,22 +392,10 @@ def _shown(values: Sequence[float], raw: bool, relevance: str) -> list[float]:
     return calibrated if calibrated is not None else relevance_scores(values)
 
 
-def _device_memory(ranker) -> dict:
-    family = getattr(ranker, "family", None)
-    if family is None or family.device.type != "cuda":
-        return {}
-    return {
-        "device_memory_mb": round(torch.cuda.memory_allocated(family.device) / 2**20, 1),
-        "peak_device_memory_mb": round(torch.cuda.max_memory_allocated(family.device) / 2**20, 1),
-    }
-
-
-def _cut_tokens(ranker, documents: list[str], limit: int) -> list[str]:
+def _cut_tokens(ranker: HeadRanker, documents: list[str], limit: int) -> list[str]:
     """Each document cut to its first `limit` tokens of the served model's tokenizer (Cohere's
     `max_tokens_per_doc`)."""
-    tokenizer = ranker.builder.tokenizer
-    encoded = tokenizer(documents, add_special_tokens=False)["input_ids"]
-    return [text if len(ids) <= limit else tokenizer.decode(ids[:limit]) for text, ids in zip(documents, encoded)]
+    return [text for text, _ in ranker.cut_to_tokens(documents, limit)]
 
 
 def _visible(document: Document) -> Document:
@@ -438,18 +424,13 @@ def _v1_passage(document: str | FieldsDocument, fields: Sequence[str] | None, in
         raise HTTPException(422, f"documents.{index}: {err}") from None
 
 
-def _refuse_cut(ranker, texts: Sequence[str]) -> Sequence[str]:
+def _refuse_cut(ranker: HeadRanker, texts: Sequence[str]) -> Sequence[str]:
     """TEI's `truncate: false`: the texts as they are, or 422 naming the first one the ranker would cut."""
-    builder = ranker.builder
-    template = builder.template
-    whole = PromptBuilder(builder.tokenizer, replace(template, max_passage_tokens=None, max_passage_words=None))
-    for i, (full, cut) in enumerate(zip(whole.encode_passages(texts), builder.encode_passages(texts))):
-        if len(full) != len(cut):
-            limits = ((template.max_passage_words, "words"), (template.max_passage_tokens, "tokens"))
-            limit = " and ".join(f"{n} {unit}" for n, unit in limits if n is not None)
-            raise HTTPException(
-                422, f"texts.{i}: {len(full)} tokens, over the passage limit ({limit}), and truncate is false"
-            )
+    over = ranker.overlong_passages(texts)
+    if over:
+        i, tokens = over[0]
+        limit = ranker.passage_limit
+        raise HTTPException(422, f"texts.{i}: {tokens} tokens, over the passage limit ({limit}), and truncate is false")
     return texts
 
 

@@ -4,8 +4,12 @@ number of tokens, so that no request costs the one worker more than its distinct
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from headrank.results import Document, document_text
+
+if TYPE_CHECKING:
+    from headrank.ranker import HeadRanker
 
 MAX_QUERY_TOKENS = 512
 """the default cap on a query's tokens: real search queries are far shorter (MS MARCO's ~10 tokens, ArguAna's
@@ -28,12 +32,12 @@ def distinct(documents: Sequence[Document]) -> tuple[list[Document], list[int]]:
     return kept, where
 
 
-def capped_query(tokenizer, query: str, limit: int, truncate: bool) -> tuple[str, str | None]:
+def capped_query(ranker: HeadRanker, query: str, limit: int, truncate: bool) -> tuple[str, str | None]:
     """The query held to its first `limit` tokens of the served model's tokenizer, and a warning when it was cut;
     ValueError (a 422) instead of a cut when `truncate` is false."""
-    ids = tokenizer(query, add_special_tokens=False)["input_ids"]
-    if len(ids) <= limit:
+    [(cut, tokens)] = ranker.cut_to_tokens([query], limit)
+    if tokens <= limit:
         return query, None
     if not truncate:
-        raise ValueError(f"query: {len(ids)} tokens, over the query limit ({limit} tokens), and truncate is false")
-    return tokenizer.decode(ids[:limit]), f"query cut to its first {limit} of {len(ids)} tokens"
+        raise ValueError(f"query: {tokens} tokens, over the query limit ({limit} tokens), and truncate is false")
+    return cut, f"query cut to its first {limit} of {tokens} tokens"

@@ -51,6 +51,9 @@ class JobClock:
 
 @dataclass
 class _Job:
+    """One request in the worker: its list's rounds of prompts, scored as batches make room for them, and the
+    future its handler awaits."""
+
     count: int
     prompts: list
     """the prompts of the list's current round: its windows, then a tournament's final windows."""

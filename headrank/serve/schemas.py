@@ -144,8 +144,11 @@ class RerankRequestV2(StrictRequest):
 
 class RerankResult(BaseModel):
     index: int
+    """the document's position in the request's `documents`."""
     relevance_score: float
     document: TextDocument | None = None
+    """the document as it was sent, as an object (a string document as its `text`); absent when the request
+    set `return_documents` false."""
     highlights: list[HighlightSpan] | None = None
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-PAIR_MODES = ("alps", "random")
-ADAPTER_MODES = ("query", "all")
-TRAIN_ORDERS = ("random", "inference")
-CACHE_DTYPES = ("model", "float16", "bfloat16", "float32")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "pairs": ("alps", "random"),
+    "adapters": ("query", "all"),
+    "order": ("random", "inference"),
+    "cache_dtype": ("model", "float16", "bfloat16", "float32"),
+}
+"""the values a choice field may take: what the config checks and what `headrank train` offers."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,8 @@ class TrainConfig:
     eval_every: int = 10
     """optimizer steps between two evaluations of the learning curves (and checkpoints)."""
     patience: int = 0
-    """stop after this many curve points without a better validation nDCG@10 (0: run every step)."""
+    """stop after this many curve points without a better validation nDCG@10 (0: run every step); either way
+    the adapter kept is the one of the best validation point."""
     train_sample: int = 24
     """training lists evaluated for the training curve (a fixed seeded sample)."""
     validation: float = 0.2
@@ -69,12 +73,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name, allowed in (
-            ("pairs", PAIR_MODES),
-            ("adapters", ADAPTER_MODES),
-            ("order", TRAIN_ORDERS),
-            ("cache_dtype", CACHE_DTYPES),
-        ):
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if self.kl < 0 or self.weight_decay < 0 or self.patience < 0 or not 0 <= self.lora_dropout < 1:
