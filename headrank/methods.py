@@ -70,10 +70,11 @@ def plan_method(method: str, options: RankerOptions) -> MethodPlan:
         refused = [name for name in refused if name != "heads"]
     if options.artifact and not _is_artifact(options.artifact):
         raise ValueError(f"--artifact {options.artifact} is not a trained artifact folder (no headrank.json)")
+    model_is_artifact = _is_artifact(options.model)  # decided once: --model may name an artifact folder
     if method == "headrank" and "model" in options.given:
-        if options.artifact and _is_artifact(options.model):
+        if options.artifact and model_is_artifact:
             raise ValueError("give the artifact once: --artifact or --model ARTIFACT_FOLDER, not both")
-        if not _is_artifact(options.model):
+        if not model_is_artifact:
             _check_artifact_base(options.model, options.artifact)
     if refused:
         names = ", ".join(FLAGS[name] for name in refused)
@@ -98,7 +99,7 @@ def plan_method(method: str, options: RankerOptions) -> MethodPlan:
     if method == "headrank":
         from headrank.artifact import DEFAULT_ARTIFACT
 
-        folder = options.artifact or (options.model if _is_artifact(options.model) else str(DEFAULT_ARTIFACT))
+        folder = options.artifact or (options.model if model_is_artifact else str(DEFAULT_ARTIFACT))
         return MethodPlan(method, "artifact", {"folder": folder, **common})
     if method == "icr":
         heads = "all"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from headrank.engine import defaults
 from headrank.engine.backbone import Backbone, load_backbone
 from headrank.engine.prompt import PromptError
 from headrank.results import Document, RankedResults, check_doc_ids, check_query, document_text, ranked_by_scores
@@ -41,7 +42,7 @@ _CHAIN = re.compile(r"\d+(?:\s*>\s*\d+)*")
 class RankGPTConfig:
     window: int = 20
     step: int = 10
-    max_passage_tokens: int = 256
+    max_passage_tokens: int = defaults.MAX_PASSAGE_TOKENS
     """the same passage truncation as HeadRanker, so both read the same text."""
     max_new_tokens: int | None = None
     """cap on generated tokens (default: what a full answer for the window needs, plus 25%)."""

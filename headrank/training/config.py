@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from headrank.engine.precision import DTYPE_CHOICES
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "pairs": ("alps", "random"),
     "adapters": ("query", "all"),
     "order": ("random", "inference"),
-    "cache_dtype": ("model", "float16", "bfloat16", "float32"),
+    "cache_dtype": ("model", *DTYPE_CHOICES[1:]),
 }
 """the values a choice field may take: what the config checks and what `headrank train` offers."""
 
