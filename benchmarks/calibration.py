@@ -25,16 +25,16 @@ import numpy as np
 
 from headrank.artifact import DEFAULT_ARTIFACT, read_manifest
 from headrank.calibration import ListEvidence, fit_calibration
-from headrank.datasets import judged_lists
+from headrank.datasets import judged_lists, spec
 from headrank.evaluation.metrics import format_table, machine
 from headrank.results import relevance_scores
 
 DEPTH = 20
-SETS = {  # name -> (dataset, first-n queries or None, relevant grade, role)
-    "dl21": ("dl21", None, 2, "train"),
-    "dl19": ("dl19", None, 2, "test"),
-    "scifact-train": ("scifact-train", 24, 1, "train"),
-    "scifact": ("scifact", 24, 1, "test"),
+SETS = {  # name -> (dataset, first-n queries or None, role); relevant: the dataset's relevant_grade
+    "dl21": ("dl21", None, "train"),
+    "dl19": ("dl19", None, "test"),
+    "scifact-train": ("scifact-train", 24, "train"),
+    "scifact": ("scifact", 24, "test"),
 }
 
 
@@ -46,7 +46,7 @@ def score(args) -> None:
     dense = DenseReranker.from_pretrained()
     validation = set(read_manifest(args.artifact)["data"]["validation_qids"])
     args.cache.mkdir(parents=True, exist_ok=True)
-    for name, (dataset, limit, _, _) in SETS.items():
+    for name, (dataset, limit, _) in SETS.items():
         target, done = args.cache / f"{name}.json", args.cache / f"{name}.done"
         if done.exists():
             continue
@@ -78,7 +78,7 @@ def score(args) -> None:
 
 
 def load(cache: Path, name: str) -> tuple[list[ListEvidence], list[np.ndarray], list[list[float]]]:
-    relevant = SETS[name][2]
+    relevant = spec(SETS[name][0]).relevant_grade
     rows = json.loads((cache / f"{name}.json").read_text())
     evidence = [ListEvidence(r["scores"], r["raw_share"], r["na_share"]) for r in rows]
     labels = [(np.asarray(r["grades"]) >= relevant).astype(float) for r in rows]
@@ -129,7 +129,7 @@ def measures(p: np.ndarray, y: np.ndarray, cut: float) -> dict:
 
 
 def table(args) -> None:
-    train = {n: load(args.cache, n) for n, s in SETS.items() if s[3] == "train"}
+    train = {n: load(args.cache, n) for n, s in SETS.items() if s[2] == "train"}
     evidence = [e for ev, _, _ in train.values() for e in ev]
     labels = [y for _, ys, _ in train.values() for y in ys]
     fitted = fit_calibration(
@@ -149,7 +149,7 @@ def table(args) -> None:
     dense_train = [d for _, _, ds in train.values() for d in ds]
     cuts = {m: best_threshold(p, y_train) for m, p in methods(evidence, dense_train).items()}
     rows = []
-    for name in [n for n, s in SETS.items() if s[3] == "test" and (args.cache / f"{n}.json").exists()]:
+    for name in [n for n, s in SETS.items() if s[2] == "test" and (args.cache / f"{n}.json").exists()]:
         ev, ys, ds = load(args.cache, name)
         y = np.concatenate(ys)
         head = {"set": name, "lists": len(ev), "relevant": f"{int(y.sum())}/{len(y)}"}

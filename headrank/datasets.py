@@ -44,9 +44,13 @@ class DatasetSpec:
     queries are taken from the candidates (rank_llm's files carry them)."""
     origin: str = ""
     """where the files come from, said to the user when they are missing."""
+    relevant_grade: int = 1
+    """the lowest grade that counts as relevant where a measure is binary (TREC DL's convention is 2)."""
 
 
-def _trec(name: str, topics: str, qrels: str, candidates: str | None, origin: str = "") -> DatasetSpec:
+def _trec(
+    name: str, topics: str, qrels: str, candidates: str | None, origin: str = "", relevant_grade: int = 1
+) -> DatasetSpec:
     """A TREC/BEIR set: topics and qrels from anserini-tools (or given), BM25 top-100 with text from rank_llm_data."""
     sources = {QRELS: qrels if "://" in qrels else f"{ANSERINI}/{qrels}"}
     if topics:
@@ -54,14 +58,28 @@ def _trec(name: str, topics: str, qrels: str, candidates: str | None, origin: st
     if candidates:
         sources[CANDIDATES] = f"{RANK_LLM}/{candidates}"
     origin = origin or "topics and qrels: castorini/anserini-tools; BM25 top-100 with text: castorini/rank_llm_data"
-    return DatasetSpec(name, name, QUERIES, QRELS, CANDIDATES, sources=sources, origin=origin)
+    return DatasetSpec(
+        name, name, QUERIES, QRELS, CANDIDATES, sources=sources, origin=origin, relevant_grade=relevant_grade
+    )
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "dl19": _trec("dl19", "topics.dl19-passage.txt", "qrels.dl19-passage.txt", "retrieve_results_dl19_top100.jsonl"),
-    "dl20": _trec("dl20", "topics.dl20.txt", "qrels.dl20-passage.txt", "retrieve_results_dl20_top100.jsonl"),
-    "dl21": _trec("dl21", "topics.dl21.txt", "qrels.dl21-passage.txt", "retrieve_results_dl21_top100.jsonl"),
-    "dl22": _trec("dl22", "topics.dl22.txt", "qrels.dl22-passage.txt", "retrieve_results_dl22_top100.jsonl"),
+    "dl19": _trec(
+        "dl19",
+        "topics.dl19-passage.txt",
+        "qrels.dl19-passage.txt",
+        "retrieve_results_dl19_top100.jsonl",
+        relevant_grade=2,
+    ),
+    "dl20": _trec(
+        "dl20", "topics.dl20.txt", "qrels.dl20-passage.txt", "retrieve_results_dl20_top100.jsonl", relevant_grade=2
+    ),
+    "dl21": _trec(
+        "dl21", "topics.dl21.txt", "qrels.dl21-passage.txt", "retrieve_results_dl21_top100.jsonl", relevant_grade=2
+    ),
+    "dl22": _trec(
+        "dl22", "topics.dl22.txt", "qrels.dl22-passage.txt", "retrieve_results_dl22_top100.jsonl", relevant_grade=2
+    ),
     "dl23": _trec(
         "dl23",
         "topics.dl23.txt",
@@ -70,6 +88,7 @@ DATASETS: dict[str, DatasetSpec] = {
         "topics and qrels: castorini/anserini-tools (`headrank download dl23`); no public BM25 top-100 with passage "
         "text exists for DL23: retrieve one from the MS MARCO v2 passage corpus (pyserini's msmarco-v2-passage "
         f"index, or `headrank retrieve`) and write it as dl23/{CANDIDATES}",
+        relevant_grade=2,
     ),
     "trec-covid": _trec(
         "trec-covid", "", "qrels.beir-v1.0.0-trec-covid.test.txt", "retrieve_results_covid_top100.jsonl"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from headrank.artifact import read_manifest
+from headrank.artifact import read_manifest, save_artifact
 from headrank.data import Candidate, CandidateList, write_candidates
 from headrank.engine.scoring import encode_prefixes
 from headrank.engine.testing import save_tiny, tiny_backbone
@@ -20,7 +20,7 @@ from headrank.heads.headset import HeadSet
 from headrank.ranker import HeadRanker, RankerConfig
 from headrank.training import TrainConfig, train_artifact
 from headrank.training.curves import curve_point
-from headrank.training.lists import TrainingList, split_queries
+from headrank.training.lists import TrainingList, load_training_data, split_queries
 from headrank.training.losses import (
     distribution_regularizer,
     listwise_loss,
@@ -29,6 +29,7 @@ from headrank.training.losses import (
     score_scale,
 )
 from headrank.training.pairs import alps_pairs, random_pairs
+from headrank.training.train import calibrate_artifact
 from headrank.training.trainer import PreferenceTrainer
 
 from .conftest import DOCS, FLEA_QUERY
@@ -376,6 +377,12 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
     else:
         assert loaded.prefix_context is not None
     assert len(manifest["data"]["validation_qids"]) == 1 and len(manifest["data"]["qids"]) == 5
+    # the calibrated relevance is fitted on the validation list (DL21: grade >= 2 relevant) and never reorders
+    assert loaded.calibration.fitted_on["qids"] == manifest["data"]["validation_qids"]
+    ranked = loaded.rank(FLEA_QUERY, DOCS).results
+    relevance = [r.calibrated for r in ranked]
+    assert relevance == sorted(relevance, reverse=True) and all(0 < p < 1 for p in relevance)
+    assert len(set(relevance)) > 1  # it reads the scores, not only the list
     assert not set(manifest["data"]["qids"]) & set(manifest["data"]["validation_qids"])
     assert manifest["training"]["best_step"] == json.loads((out / "history.json").read_text())["best_step"]
     assert (out / "learning_curves.png").stat().st_size > 0
@@ -384,6 +391,24 @@ def test_artifact_round_trip_gives_identical_scores(tmp_path, adapters):
     other = save_tiny(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="trained on"):
         HeadRanker.from_artifact(out, base_model=str(other))
+
+
+def test_training_lists_carry_their_datasets_relevant_grade(tmp_path):
+    data = load_training_data(["dl21"], _tiny_dataset(tmp_path), 20, 0.2)
+    assert {item.relevant_grade for item in data.train + data.validation} == {2}  # TREC DL: grade 2 and up
+
+
+def test_no_calibration_is_written_when_the_validation_lists_hold_nothing_relevant(tmp_path):
+    folder = save_tiny(tmp_path / "base")
+    ranker = HeadRanker.from_pretrained(folder, heads="0-1,1-0", dtype="float32")
+    out = save_artifact(tmp_path / "art", ranker.recipe(), None, {}, {})
+    grades = np.ones(len(DOCS))  # grade 1 only: below DL's relevant grade 2
+    items = [TrainingList("q", FLEA_QUERY, list(DOCS), grades, [1] * len(DOCS), relevant_grade=2)]
+    assert calibrate_artifact(out, items, "float32", "cpu") is None
+    assert not (out / "calibration.json").exists()
+    items[0].grades = np.arange(len(DOCS)) % 3.0
+    assert calibrate_artifact(out, items, "float32", "cpu") is not None
+    assert HeadRanker.from_artifact(out, dtype="float32").calibration is not None
 
 
 def test_no_adapter_is_shipped_when_validation_prefers_the_untrained_heads(tmp_path):

@@ -23,6 +23,8 @@ class TrainingList:
     """grade of each text, in first-stage order."""
     ideal: list[int] = field(default_factory=list)
     """every judged grade of the query (the ideal ranking of nDCG), beyond this list too."""
+    relevant_grade: int = 1
+    """the lowest grade its dataset counts as relevant (the calibration's label)."""
 
 
 def training_lists(lists: Sequence[CandidateList], qrels: Qrels, size: int) -> list[TrainingList]:
@@ -93,12 +95,14 @@ def load_training_data(
 ) -> TrainingData:
     """Usable lists of each dataset (the first `limit` judged queries), each dataset split on its own so both
     sides hold every source in proportion."""
-    from headrank.datasets import judged_lists
+    from headrank.datasets import judged_lists, spec
 
     train: list[TrainingList] = []
     validation: list[TrainingList] = []
     for name in datasets:
         usable, held = held_out(*judged_lists(name, data_dir, size, limit), size, fraction, seed)
+        for item in usable:
+            item.relevant_grade = spec(name).relevant_grade
         train += [i for i in usable if i.qid not in held]
         validation += [i for i in usable if i.qid in held]
     if not train:

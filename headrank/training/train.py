@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from headrank.calibration import Calibration, ListEvidence, fit_calibration
 from headrank.ranker import HeadRanker
 from headrank.training.config import TrainConfig
 from headrank.training.curves import plot_curves
-from headrank.training.lists import load_training_data
+from headrank.training.lists import TrainingList, load_training_data
 from headrank.training.trainer import PreferenceTrainer
 
 
@@ -74,7 +75,30 @@ def train_artifact(
     }
     untrained_won = history["best_step"] == 0 and trainer.steps_done > 0
     described = data.describe() | ({"heads_selection": selection} if selection else {})
-    return save_artifact(out, ranker.recipe(), None if untrained_won else trainer.adapter, training, described)
+    folder = save_artifact(out, ranker.recipe(), None if untrained_won else trainer.adapter, training, described)
+    calibrate_artifact(folder, data.validation, ranker.backbone.precision.dtype, ranker.family.device.type)
+    return folder
+
+
+def calibrate_artifact(folder: Path, lists: Sequence[TrainingList], dtype: str, device: str) -> Calibration | None:
+    """Fit the artifact's calibrated relevance (calibration.py) on the lists that chose its checkpoint, which it
+    never trained on, scored by the ranker as it ships (loaded back from `folder`), and store it there; none
+    (and no file) when those lists cannot fit one: no list, or no relevant document among them."""
+    shipped = HeadRanker.from_artifact(folder, dtype=dtype, device=device)
+    labelled = []
+    for item in lists:
+        passes = shipped.score_lists(item.query, item.texts)
+        evidence = ListEvidence.from_passes(
+            shipped.combine(len(item.texts), passes), passes, shipped.heads.weight_vector()
+        )
+        labelled.append((evidence, item.grades >= item.relevant_grade))
+    fitted_on = {"lists": len(lists), "qids": [item.qid for item in lists], "role": "the artifact's validation lists"}
+    try:
+        calibration = fit_calibration(labelled, fitted_on=fitted_on)
+    except ValueError:
+        return None
+    calibration.save(folder)
+    return calibration
 
 
 def _title(config: TrainConfig, data: dict) -> str:
