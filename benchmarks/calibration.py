@@ -8,7 +8,7 @@ usage: benchmarks/calibration.py score --data-dir ../shared/data --cache runs/ca
 set and keeps, per list, the evidence the calibration reads (scores, raw and N/A attention shares) and the
 cosines. Training lists: every DL21 query (grade >= 2 relevant) and the first 24 SciFact-train queries that
 the default artifact held out of its adapter's training (its validation lists). Test lists: DL19 (grade >= 2)
-and the first 24 SciFact test queries (a stopped run keeps the lists it scored: 8 in docs/rag-scores.md).
+and every SciFact test query (a stopped run keeps the lists it scored and goes on from there).
 
 `table` fits on the training lists only and writes the table: Brier score, expected calibration error (10
 equal-width bins) and the F1 of "keep when >= 0.5" and of "keep when >= the cut with the best F1 on the
@@ -34,7 +34,7 @@ SETS = {  # name -> (dataset, first-n queries or None, role); relevant: the data
     "dl21": ("dl21", None, "train"),
     "dl19": ("dl19", None, "test"),
     "scifact-train": ("scifact-train", 24, "train"),
-    "scifact": ("scifact", 24, "test"),
+    "scifact": ("scifact", None, "test"),
 }
 
 
@@ -53,8 +53,10 @@ def score(args) -> None:
         lists, qrels = judged_lists(dataset, args.data_dir, DEPTH)
         if name == "scifact-train":
             lists = [lst for lst in lists if lst.qid in validation]
-        lists = lists[:limit]
-        rows = []
+        rows = json.loads(target.read_text()) if target.exists() else []  # a stopped run goes on
+        scored_before = {row["qid"] for row in rows}
+        lists = [lst for lst in lists[:limit] if lst.qid not in scored_before]
+        total = len(rows) + len(lists)
         for start in range(0, len(lists), 8):
             chunk = lists[start : start + 8]
             prompts = [(i, p) for i, lst in enumerate(chunk) for p in ranker.prompts(lst.query, lst.documents())]
@@ -73,7 +75,7 @@ def score(args) -> None:
                     }
                 )
             target.write_text(json.dumps(rows) + "\n")  # so far: a stopped run keeps its lists
-            print(f"{name}: {len(rows)}/{len(lists)}", flush=True)
+            print(f"{name}: {len(rows)}/{total}", flush=True)
         done.touch()
 
 
