@@ -178,6 +178,9 @@ MODEL_FLAG_VALUES = {  # flag -> (value on the command line, the loader argument
     "--max-passage-words": ("50", "max_passage_words", 50),
     "--max-length": ("512", "max_length", 512),
     "--max-batch-tokens": ("4096", "max_batch_tokens", 4096),
+    "--merge": ("scaled", "merge", "scaled"),
+    "--slide-size": ("30", "slide_size", 30),
+    "--slide-step": ("15", "slide_step", 15),
 }
 
 

@@ -51,8 +51,8 @@ class Gated:
     def __getattr__(self, name):  # the rest (its tokenizer, for the query limit) is the ranker's
         return getattr(self.ranker, name)
 
-    def prompts(self, query, documents):
-        return self.ranker.prompts(query, documents)
+    def run_list(self, query, documents):
+        return self.ranker.run_list(query, documents)
 
     def batches(self, prompts):
         return self.ranker.batches(prompts)
@@ -63,11 +63,8 @@ class Gated:
         self.batches_run.append(len(prompts))
         return self.ranker.score_many(prompts)
 
-    def next_round(self, last, scores):
-        return self.ranker.next_round(last, scores)
-
-    def scored_list(self, count, *rounds):
-        return self.ranker.scored_list(count, *rounds)
+    def finish(self, run):
+        return self.ranker.finish(run)
 
 
 def test_cohere_jina_shape(client, ranker):
