@@ -10,6 +10,7 @@ import pytest
 
 from headrank.cli import main
 from headrank.data import load_candidates, load_run
+from headrank.engine import defaults
 from headrank.engine.testing import save_tiny
 from headrank.ranker import HeadRanker
 
@@ -74,7 +75,7 @@ def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
         assert key in metrics
     assert metrics["layers_run"] == 4 and metrics["heads"] == "all heads"
     assert metrics["windows_per_query"] == metrics["prompts_per_query"] == 1  # two passages fit one window
-    assert metrics["prompt_tokens_per_query"] > 0 and metrics["merge"] == "tournament"
+    assert metrics["prompt_tokens_per_query"] > 0 and metrics["merge"] == defaults.MERGE
     run = load_run(tmp_path / "icr" / "run.trec")
     assert set(run) == {"1", "2"}
     assert [d for d, _ in run["1"]][2] == "1-2"  # below top-k: first-stage order kept
