@@ -256,7 +256,7 @@ def test_one_pass_serves_the_prompts_of_several_requests():
         answers = [f.result(60) for f in futures]
     finally:
         scheduler.stop()
-    prompts = sum(wide.ranker.rank(q, d).prompts for q, d in requests)  # split lists' final windows included
+    prompts = sum(wide.ranker.rank(q, d).prompts for q, d in requests)  # split lists' later rounds included
     assert prompts > sum(len(wide.ranker.prompts(q, d)) for q, d in requests)
     assert sum(wide.batches_run) == prompts and max(wide.batches_run) > 1
     assert len(wide.batches_run) < prompts
