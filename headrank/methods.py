@@ -19,6 +19,8 @@ METHODS = {
 }
 
 _HEAD_RANKER = frozenset(FLAGS) - {"artifact", "dense_model"}
+_WINDOWS = ("max_length", "max_batch_tokens", "merge", "slide_size", "slide_step")
+"""the flags of how a list is cut into prompts and batched: the caller's for every head ranker."""
 USES: dict[str, tuple[frozenset[str], str]] = {
     "bm25": (frozenset(), "bm25 keeps the first stage's order and loads no model"),
     "dense": (frozenset({"dense_model", "device"}), "dense scores with a sentence-transformers bi-encoder"),
@@ -27,7 +29,7 @@ USES: dict[str, tuple[frozenset[str], str]] = {
         "rankgpt generates rankings with the whole model (sliding windows of 20): it reads no heads or attention",
     ),
     "headrank": (
-        frozenset({"model", "artifact", "dtype", "device", "no_truncate", "max_length", "max_batch_tokens"}),
+        frozenset({"model", "artifact", "dtype", "device", "no_truncate", *_WINDOWS}),
         "a trained artifact fixes the base model, heads, prompt and scoring it was trained with",
     ),
     "icr": (_HEAD_RANKER - {"heads"}, "icr reads every head (--heads all, or a subset with --method selected)"),
@@ -93,8 +95,7 @@ def plan_method(method: str, options: RankerOptions) -> MethodPlan:
     common = {
         **device,
         "truncate": not options.no_truncate,
-        "max_length": options.max_length,
-        "max_batch_tokens": options.max_batch_tokens,
+        **{name: getattr(options, name) for name in _WINDOWS},
     }
     if method == "headrank":
         from headrank.artifact import DEFAULT_ARTIFACT

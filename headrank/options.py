@@ -31,6 +31,9 @@ FLAGS = {
     "max_passage_words": "--max-passage-words",
     "max_length": "--max-length",
     "max_batch_tokens": "--max-batch-tokens",
+    "merge": "--merge",
+    "slide_size": "--slide-size",
+    "slide_step": "--slide-step",
 }
 """each model option's flag, by its argparse dest."""
 
@@ -54,6 +57,11 @@ class RankerOptions:
     max_passage_words: int | None = None
     max_length: int | None = None
     max_batch_tokens: int | None = None
+    merge: str = defaults.MERGE
+    """how a list split into windows is ranked, with the sliding windows' size and step (RankerConfig's
+    fields of the same names)."""
+    slide_size: int = defaults.SLIDE_SIZE
+    slide_step: int = defaults.SLIDE_STEP
     given: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
@@ -110,8 +118,24 @@ def add_model_options(
         "--max-length",
         type=int,
         default=None,
-        help="tokens per prompt (default: the model's); a longer list is split into windows, "
-        "whose leaders meet in a final window",
+        help="tokens per prompt (default: the model's); a longer list is ranked in windows, as --merge says",
+    )
+    group.add_argument(
+        "--merge",
+        default=RankerOptions.merge,
+        choices=defaults.MERGES,
+        help="how a list that does not fit --max-length is ranked: sliding (RankGPT's sliding windows from the "
+        "bottom of the list up, each one forward pass), tournament (each window's leaders meet in a final window) "
+        "or scaled (each window's scores as they are); docs/long-lists.md",
+    )
+    group.add_argument(
+        "--slide-size", type=int, default=RankerOptions.slide_size, help="passages of a sliding window (--merge)"
+    )
+    group.add_argument(
+        "--slide-step",
+        type=int,
+        default=RankerOptions.slide_step,
+        help="passages a sliding window moves up by, below --slide-size",
     )
     group.add_argument(
         "--max-batch-tokens",

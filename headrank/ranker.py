@@ -35,17 +35,12 @@ from headrank.results import (
     Highlight,
     RankedResults,
     ScoredList,
-    best_first,
     check_doc_ids,
     check_query,
     document_text,
     ranked_by_scores,
 )
-
-MERGES = ("tournament", "scaled")
-
-Passes = list[tuple[list[int], ListScores]]
-"""scored prompts of one round of a list: (document indices by input position, scores)."""
+from headrank.rounds import ListRun, MergePlan, Passes, combined, head_table
 
 
 @dataclass(frozen=True)
@@ -57,15 +52,24 @@ class RankerConfig:
     """input order of the passages: reverse first-stage order (ICR), forward, or random."""
     max_length: int | None = None
     """tokens per forward pass; longer lists are split into balanced windows (default: the model's limit)."""
-    merge: str = "tournament"
-    """how a split list's windows are merged: "tournament" (each window's leaders go on to a final window, whose
-    ranking is put above the rest) or "scaled" (each window's scores as they are, the old merge)."""
+    merge: str = defaults.MERGE
+    """how a list split into windows is ranked (headrank/rounds.py): "sliding" (RankGPT's sliding windows from
+    the bottom up, each one pass), "tournament" (each window's leaders go on to a final window, whose ranking is
+    put above the rest) or "scaled" (each window's scores as they are, the first merge)."""
     leaders: int | None = None
     """leaders per window in a tournament's final window (default: as many whole rounds as fit `max_length`)."""
+    slide_size: int = defaults.SLIDE_SIZE
+    """passages of a sliding window (fewer where they do not fit `max_length`)."""
+    slide_step: int = defaults.SLIDE_STEP
+    """passages a sliding window moves up by: below `slide_size`, so that windows overlap."""
     seed: int = 0
     max_batch_tokens: int | None = None
     """padded tokens per forward pass when many prompts are scored (default: chosen for the device, see
     `batching.default_batch_tokens`); a prompt longer than the budget runs alone, so 1 is one prompt per pass."""
+
+
+RUNNING = ("max_length", "max_batch_tokens", "merge", "leaders", "slide_size", "slide_step")
+"""RankerConfig's fields that say how lists run, not what scores them: a trained artifact leaves them to the caller."""
 
 
 class HeadRanker:
@@ -78,10 +82,17 @@ class HeadRanker:
         config = config or RankerConfig()
         if config.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, not {config.order!r}")
-        if config.merge not in MERGES:
-            raise ValueError(f"merge must be one of {MERGES}, not {config.merge!r}")
+        if config.merge not in defaults.MERGES:
+            raise ValueError(f"merge must be one of {defaults.MERGES}, not {config.merge!r}")
         if config.leaders is not None and config.leaders < 1:
             raise ValueError(f"leaders must be at least 1, got {config.leaders}")
+        if config.slide_size < 2:
+            raise ValueError(f"slide_size must be at least 2 passages, got {config.slide_size}")
+        if not 1 <= config.slide_step < config.slide_size:
+            raise ValueError(
+                f"slide_step must be from 1 to slide_size - 1 = {config.slide_size - 1} (sliding windows must overlap "
+                f"for a passage to move up), got {config.slide_step}"
+            )
         if config.max_batch_tokens is not None and config.max_batch_tokens < 1:
             raise ValueError(f"max_batch_tokens must be at least 1, got {config.max_batch_tokens}")
         self.backbone = backbone
@@ -120,9 +131,14 @@ class HeadRanker:
         max_passage_words: int | None = None,
         max_length: int | None = None,
         max_batch_tokens: int | None = None,
+        merge: str = defaults.MERGE,
+        slide_size: int = defaults.SLIDE_SIZE,
+        slide_step: int = defaults.SLIDE_STEP,
     ) -> HeadRanker:
         """Load a backbone (hub id, folder, .gguf, "embedded") or a trained artifact folder (headrank.json); only
         the layers up to the deepest head are loaded when `truncate`."""
+        running = {"max_length": max_length, "max_batch_tokens": max_batch_tokens, "merge": merge}
+        running |= {"slide_size": slide_size, "slide_step": slide_step}
         if is_artifact(model):
             fixed = {"heads": heads not in (None, "all"), "calibrate": not calibrate, "token_mask": token_mask}
             fixed |= {
@@ -136,21 +152,13 @@ class HeadRanker:
                     f"{model} is a trained artifact: it fixes the heads, prompt and scoring it was trained with, so "
                     f"{names} cannot be set here (an ablation: HeadRanker.from_artifact(...).variant(...))"
                 )
-            return cls.from_artifact(
-                model,
-                dtype=dtype,
-                device=device,
-                truncate=truncate,
-                max_length=max_length,
-                max_batch_tokens=max_batch_tokens,
-            )
+            return cls.from_artifact(model, dtype=dtype, device=device, truncate=truncate, **running)
         config = RankerConfig(
             heads=HeadSet.parse(heads),
             scoring=ScoringConfig(calibrate=calibrate, token_mask=token_mask),
             template=PromptTemplate(max_passage_tokens=max_passage_tokens, max_passage_words=max_passage_words),
             order=order,
-            max_length=max_length,
-            max_batch_tokens=max_batch_tokens,
+            **running,
         )
         depth = config.heads.depth if truncate and config.heads.heads else None
         backbone = load_backbone(str(model), dtype=dtype, device=device, depth=depth)
@@ -165,18 +173,24 @@ class HeadRanker:
         device: str = defaults.DEVICE,
         base_model: str | None = None,
         truncate: bool = True,
-        max_length: int | None = None,
-        max_batch_tokens: int | None = None,
+        **running,
     ) -> HeadRanker:
         """Rebuild a trained ranker: its base (checked by fingerprint), cut to its depth unless `truncate=False`,
-        with its adapter attached. Heads, prompt, scoring and order are the artifact's; `max_length` (tokens per
-        window) and `max_batch_tokens` are the caller's, as for any ranker."""
+        with its adapter attached. Heads, prompt, scoring and order are the artifact's; how lists run is the
+        caller's, as for any ranker: `running` sets RankerConfig's RUNNING fields (max_length, tokens per window;
+        max_batch_tokens; merge, leaders, slide_size, slide_step: how a split list is ranked)."""
+        unknown = sorted(set(running) - set(RUNNING))
+        if unknown:
+            raise TypeError(f"from_artifact() got settings an artifact fixes or that do not exist: {unknown}")
         folder = Path(folder).expanduser()
         manifest = read_manifest(folder)
         depth = manifest["depth"] if truncate else None
         backbone = load_backbone(base_model or manifest["base_model"], dtype=dtype, device=device, depth=depth)
         check_base(folder, manifest, backbone.fingerprint)
-        config = RankerConfig(**ranker_parts(manifest), max_length=max_length, max_batch_tokens=max_batch_tokens)
+        config = RankerConfig(
+            **ranker_parts(manifest),
+            **running,
+        )
         ranker = cls(backbone, config, truncate=truncate)
         ranker.artifact, ranker.calibration = manifest, load_calibration(folder)
         mode = adapter_mode(folder, manifest, ranker.heads.depth)
@@ -373,7 +387,7 @@ class HeadRanker:
 
     def prompt_tokens(self, prompt: ListwisePrompt) -> int:
         """Tokens one prompt costs: its passages and query span, and the N/A span when calibrating."""
-        return len(prompt.input_ids) + (len(prompt.calibration_ids) if self.config.scoring.calibrate else 0)
+        return self.merge_plan().prompt_tokens(prompt)
 
     def score_lists(self, query: str, documents: Sequence[Document]) -> Passes:
         """Score each window of this list alone (the first round): (document indices by input position, scores)."""
@@ -382,47 +396,47 @@ class HeadRanker:
 
     def head_table(self, count: int, lists: Iterable[tuple[list[int], ListScores]]) -> torch.Tensor:
         """[heads, documents] in the caller's document order from the scored passes of a list of `count`."""
-        table = torch.zeros(len(self.heads.heads), count)
-        for window, scores in lists:
-            table[:, window] = scores.per_head.float().cpu()
-        return table
+        return head_table(len(self.heads.heads), count, lists)
 
     @torch.inference_mode()
     def per_head_scores(self, query: str, documents: Sequence[Document]) -> torch.Tensor:
         """[heads, documents] in the caller's document order (heads in `self.heads` order), each window's alone."""
         return self.head_table(len(documents), self.score_lists(query, documents))
 
-    def next_round(self, last: Sequence[ListwisePrompt], scores: Sequence[ListScores]) -> list[ListwisePrompt]:
-        """The prompts a split list runs after the round `last` was scored: a tournament's final window over the
-        windows' leaders (itself split when the leaders do not fit one); none when the round was one window."""
-        if len(last) < 2 or self.config.merge != "tournament":
-            return []
-        ranked = [best_first(s.scores.tolist()) for s in scores]
-        final = self.builder.leaders(last, ranked, self.max_length, self.config.leaders)
-        if len(final.order) == sum(len(p.order) for p in last):  # windows of one passage each: nothing to play
-            return []
-        return self.builder.split(final, self.max_length)
+    def combine(self, count: int, lists: Passes, *rounds: Passes) -> list[float]:
+        """One score per document, in the caller's order, from the scored windows of a list of `count` and a
+        tournament's later rounds (`rounds.combined`)."""
+        return combined(self.heads.weight_vector(), count, lists, *rounds)
 
-    def combine(self, count: int, lists: Iterable[tuple[list[int], ListScores]], *rounds: Passes) -> list[float]:
-        """One score per document, in the caller's order, from the scored windows of a list of `count` and its
-        later rounds: every window's scores as they are, then each round's documents lifted above the rest."""
-        weights = torch.tensor(self.heads.weight_vector())
-        with torch.inference_mode():
-            scores = (weights @ self.head_table(count, lists)).tolist()
-            for passes in rounds:
-                ahead = (weights @ self.head_table(count, passes)).tolist()
-                docs = [d for order, _ in passes for d in order]
-                scores = lifted(scores, {d: ahead[d] for d in docs})
-        return scores
+    def merge_plan(self) -> MergePlan:
+        """What a list's rounds read from this ranker (headrank/rounds.py)."""
+        config = self.config
+        merging = {name: getattr(config, name) for name in ("merge", "leaders", "slide_size", "slide_step")}
+        weights = tuple(self.heads.weight_vector())
+        return MergePlan(
+            self.builder,
+            self.max_length,
+            weights,
+            config.scoring.calibrate,
+            **merging,
+            order=config.order,
+            seed=config.seed,
+        )
 
-    def scored_list(self, count: int, *rounds: Passes) -> ScoredList:
-        """`combine`'s scores and, when the ranker has a calibration, each document's P(relevant) (read from the
-        windows' own passes: the calibration was fitted on lists of one window)."""
-        scores = self.combine(count, *(rounds or [[]]))
-        if self.calibration is None or not scores:
-            return ScoredList(scores)
-        evidence = ListEvidence.from_passes(scores, rounds[0] if rounds else [], self.heads.weight_vector())
-        return ScoredList(scores, self.calibration.relevance(evidence))
+    def run_list(self, query: str, documents: Sequence[Document]) -> ListRun:
+        """One list's chain of rounds, its first prompts ready to score: its one window, or the first round of
+        the merge when it is split (the server's scheduler and `score_requests` drive it)."""
+        return ListRun.begin(self.merge_plan(), len(documents), self.prompts(query, documents))
+
+    def finish(self, run: ListRun) -> ScoredList:
+        """A finished run's scores, its cost, and when the ranker has a calibration each document's P(relevant)
+        (read from the passes the top of the list carries: the calibration was fitted on lists of one window)."""
+        scores = run.scores()
+        scored = ScoredList(scores)
+        if self.calibration is not None and scores:
+            evidence = ListEvidence.from_passes(scores, run.evidence(), self.heads.weight_vector())
+            scored = ScoredList(scores, self.calibration.relevance(evidence))
+        return scored.costing(run.windows, run.passes, run.tokens)
 
     def score(self, query: str, documents: Sequence[Document]) -> list[float]:
         """One score per document, in the caller's order."""
@@ -432,26 +446,21 @@ class HeadRanker:
         """One score per document of each (query, documents), the prompts of every request batched together."""
         return [r.scores for r in self.score_requests(requests)]
 
-    def score_requests(self, requests: Sequence[tuple[str, Sequence[Document]]]) -> list[ScoredList]:
-        """`score_batch` with each list's calibrated relevance (when the ranker has a calibration) and cost: its
-        windows are scored together with every other list's, then the later rounds of the split lists, round by
-        round."""
-        pending = [self.prompts(query, documents) for query, documents in requests]
-        rounds: list[list[Passes]] = [[] for _ in requests]
-        cost = [(len(p), 0, 0) for p in pending]
-        while any(pending):
-            flat = [p for prompts in pending for p in prompts]
-            scored = iter(self.score_many(flat))
-            for r, prompts in enumerate(pending):
-                scores = [next(scored) for _ in prompts]
-                if prompts:
-                    rounds[r].append([(p.order, s) for p, s in zip(prompts, scores)])
-                    tokens = sum(self.prompt_tokens(p) for p in prompts)
-                    cost[r] = (cost[r][0], cost[r][1] + len(prompts), cost[r][2] + tokens)
-                    pending[r] = self.next_round(prompts, scores)
-        return [
-            self.scored_list(len(documents), *rounds[r]).costing(*cost[r]) for r, (_, documents) in enumerate(requests)
-        ]
+    def score_requests(
+        self, requests: Sequence[tuple[str, Sequence[Document]]], memo: dict | None = None
+    ) -> list[ScoredList]:
+        """`score_batch` with each list's calibrated relevance (when the ranker has a calibration) and cost: the
+        first prompts of every list are scored together, then the next round of every list not done, and so on.
+        `memo` (prompt tokens -> scores) keeps every prompt's scores and scores none it holds again: a benchmark
+        that compares merges shares the windows they have in common (the cost still counts them)."""
+        memo = {} if memo is None else memo
+        runs = [self.run_list(query, documents) for query, documents in requests]
+        while active := [run for run in runs if run.prompts]:
+            todo = {tuple(p.input_ids): p for run in active for p in run.prompts if tuple(p.input_ids) not in memo}
+            memo.update(zip(todo, self.score_many(list(todo.values()))))
+            for run in active:
+                run.advance([memo[tuple(p.input_ids)] for p in run.prompts])
+        return [self.finish(run) for run in runs]
 
     def rank(
         self,
@@ -490,14 +499,3 @@ class HeadRanker:
                     results.append(ranked)
                 bar.update(len(part))
         return results
-
-
-def lifted(scores: Sequence[float], ahead: dict[int, float]) -> list[float]:
-    """`scores` with the documents of `ahead` given their scores there, shifted to rank above every other document
-    (by one unit of `ahead`'s mean gap), so a later round of a tournament decides the top of the list."""
-    rest = [s for d, s in enumerate(scores) if d not in ahead]
-    if not rest or not ahead:
-        return list(scores)
-    low, high = min(ahead.values()), max(ahead.values())
-    shift = max(rest) - low + ((high - low) / len(ahead) or 1.0)
-    return [ahead[d] + shift if d in ahead else s for d, s in enumerate(scores)]

@@ -48,9 +48,10 @@ class RankedResults:
     query: str
     results: list[RankedDocument] = field(default_factory=list)
     windows: int = 1
-    """windows the list was split into to fit the model (1: one forward pass saw every document)."""
+    """windows the list was split into to fit the model (1: one forward pass saw every document; for the sliding
+    merge, the sliding windows run)."""
     prompts: int = 1
-    """prompts scored: the windows, then (for a split list) a tournament's final windows; 0 for an empty list."""
+    """prompts scored (forward passes): every round of a split list (headrank/rounds.py); 0 for an empty list."""
     tokens: int = 0
     """tokens of those prompts, as the ranker counts them (0 when the reranker does not say)."""
 
@@ -162,7 +163,7 @@ class ScoredList(list[float]):
         super().__init__(scores)
         self.relevance = None if relevance is None else list(relevance)
         self.windows, self.prompts, self.tokens = 1, 0, 0
-        """windows the list was split into; prompts scored (windows, then a tournament's final windows); tokens of
+        """windows the list was split into; prompts scored (every round of a split list); tokens of
         those prompts, each query span and its N/A twin included (set by `costing`)."""
 
     def costing(self, windows: int, prompts: int, tokens: int) -> ScoredList:

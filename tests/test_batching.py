@@ -40,7 +40,9 @@ def test_rank_batch_batches_across_queries_and_keeps_each_answer(tiny):
     original = wide.score_prompts
     wide.score_prompts = lambda prompts, prefix=None: calls.append(len(prompts)) or original(prompts, prefix)
     batched = wide.rank_batch(requests, progress=False)
-    assert calls == [3, 1]  # two windows of the first list and the second list: one pass; the final window
+    # the first list's bottom sliding window and the second list share a pass; the first list's next windows,
+    # each waiting for the one below it, follow one a pass
+    assert calls == [2, 1, 1] and batched[0].prompts == 3
     for (query, docs, ids), got in zip(requests, batched):
         want = alone.rank(query, docs, ids)
         assert [r.doc_id for r in got] == [r.doc_id for r in want]

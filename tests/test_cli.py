@@ -10,6 +10,7 @@ import pytest
 
 from headrank.cli import main
 from headrank.data import load_candidates, load_run
+from headrank.engine import defaults
 from headrank.engine.testing import save_tiny
 from headrank.ranker import HeadRanker
 
@@ -74,7 +75,7 @@ def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
         assert key in metrics
     assert metrics["layers_run"] == 4 and metrics["heads"] == "all heads"
     assert metrics["windows_per_query"] == metrics["prompts_per_query"] == 1  # two passages fit one window
-    assert metrics["prompt_tokens_per_query"] > 0 and metrics["merge"] == "tournament"
+    assert metrics["prompt_tokens_per_query"] > 0 and metrics["merge"] == defaults.MERGE
     run = load_run(tmp_path / "icr" / "run.trec")
     assert set(run) == {"1", "2"}
     assert [d for d, _ in run["1"]][2] == "1-2"  # below top-k: first-stage order kept
@@ -178,6 +179,9 @@ MODEL_FLAG_VALUES = {  # flag -> (value on the command line, the loader argument
     "--max-passage-words": ("50", "max_passage_words", 50),
     "--max-length": ("512", "max_length", 512),
     "--max-batch-tokens": ("4096", "max_batch_tokens", 4096),
+    "--merge": ("scaled", "merge", "scaled"),
+    "--slide-size": ("30", "slide_size", 30),
+    "--slide-step": ("15", "slide_step", 15),
 }
 
 

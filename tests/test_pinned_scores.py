@@ -109,12 +109,14 @@ def test_tiny_scores_are_unchanged():
     ranked = ranker.rank_batch([(FLEA_QUERY, DOCS), ("what is wifi", DOCS[:2])], progress=False)[0]
     _assert_pinned([r.score for r in sorted(ranked, key=lambda r: r.index)], TINY["tiny_icr"])
     assert (ranked.windows, ranked.prompts) == (1, 1)
+    for merge in ("sliding", "tournament", "scaled"):  # a list of one window is one prompt whatever the merge
+        _assert_pinned(HeadRanker(tiny_backbone(), RankerConfig(merge=merge)).score(FLEA_QUERY, DOCS), TINY["tiny_icr"])
     subset = RankerConfig(heads=HeadSet.of([(0, 1), (1, 0), (2, 3)]))
     _assert_pinned(HeadRanker(tiny_backbone(), subset).score(FLEA_QUERY, DOCS), TINY["tiny_subset"])
     scaled = HeadRanker(tiny_backbone(), RankerConfig(max_length=150, merge="scaled"))
     assert len(scaled.prompts(FLEA_QUERY, DOCS)) > 1
     _assert_pinned(scaled.score(FLEA_QUERY, DOCS), TINY["tiny_windows"])
-    tournament = HeadRanker(tiny_backbone(), RankerConfig(max_length=150))
+    tournament = HeadRanker(tiny_backbone(), RankerConfig(max_length=150, merge="tournament"))
     assert tournament.rank(FLEA_QUERY, DOCS).prompts == 3  # two windows and the final one
     _assert_pinned(tournament.score(FLEA_QUERY, DOCS), TINY["tiny_tournament"])
 

@@ -51,8 +51,8 @@ class Gated:
     def __getattr__(self, name):  # the rest (its tokenizer, for the query limit) is the ranker's
         return getattr(self.ranker, name)
 
-    def prompts(self, query, documents):
-        return self.ranker.prompts(query, documents)
+    def run_list(self, query, documents):
+        return self.ranker.run_list(query, documents)
 
     def batches(self, prompts):
         return self.ranker.batches(prompts)
@@ -63,11 +63,8 @@ class Gated:
         self.batches_run.append(len(prompts))
         return self.ranker.score_many(prompts)
 
-    def next_round(self, last, scores):
-        return self.ranker.next_round(last, scores)
-
-    def scored_list(self, count, *rounds):
-        return self.ranker.scored_list(count, *rounds)
+    def finish(self, run):
+        return self.ranker.finish(run)
 
 
 def test_cohere_jina_shape(client, ranker):
@@ -259,7 +256,7 @@ def test_one_pass_serves_the_prompts_of_several_requests():
         answers = [f.result(60) for f in futures]
     finally:
         scheduler.stop()
-    prompts = sum(wide.ranker.rank(q, d).prompts for q, d in requests)  # split lists' final windows included
+    prompts = sum(wide.ranker.rank(q, d).prompts for q, d in requests)  # split lists' later rounds included
     assert prompts > sum(len(wide.ranker.prompts(q, d)) for q, d in requests)
     assert sum(wide.batches_run) == prompts and max(wide.batches_run) > 1
     assert len(wide.batches_run) < prompts

@@ -50,11 +50,11 @@ def moved(before: dict, after: dict) -> dict:
 
 def every_prompt(ranker, query: str, documents: list) -> list:
     """The prompts the server scores for a request: its distinct documents' windows, then a split list's later
-    rounds (a tournament's final window)."""
-    prompts, scored = ranker.prompts(query, distinct(documents)[0]), []
-    while prompts:
-        scored += prompts
-        prompts = ranker.next_round(prompts, ranker.score_many(prompts))
+    rounds (headrank/rounds.py)."""
+    run, scored = ranker.run_list(query, distinct(documents)[0]), []
+    while run.prompts:
+        scored += run.prompts
+        run.advance(ranker.score_many(run.prompts))
     return scored
 
 

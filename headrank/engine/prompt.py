@@ -142,6 +142,13 @@ class PromptBuilder:
         """Assemble a prompt; `passage_ids[d]` are document d's tokens, placed at the positions `order` gives."""
         return self._assemble(passage_ids, order, self.suffix_ids(query), self.suffix_ids(CALIBRATION_QUERY))
 
+    def rebuild(
+        self, like: ListwisePrompt, passage_ids: Sequence[list[int]] | dict[int, list[int]], order: Sequence[int]
+    ) -> ListwisePrompt:
+        """A prompt of `like`'s query over the documents `order` (their tokens in `passage_ids`): a later round's
+        window, built from tokens the list's windows already hold."""
+        return self._assemble(passage_ids, order, like.query_ids, like.calibration_ids)
+
     def _assemble(
         self, passage_ids: Sequence[list[int]] | dict[int, list[int]], order: Sequence[int], query_ids, calibration_ids
     ) -> ListwisePrompt:

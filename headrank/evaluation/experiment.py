@@ -135,7 +135,7 @@ def evaluate_method(
 
 
 def list_costs(ranked: Sequence[RankedResults]) -> dict[str, float]:
-    """Mean windows, prompts (windows plus a tournament's final windows) and prompt tokens per reranked list."""
+    """Mean windows, prompts (every round of a split list) and prompt tokens per reranked list."""
     n = max(len(ranked), 1)
     return {
         "windows_per_query": sum(r.windows for r in ranked) / n,

@@ -23,6 +23,7 @@ import torch
 from headrank.engine.capture import Interrupted, interruptible
 from headrank.ranker import HeadRanker
 from headrank.results import Document
+from headrank.rounds import ListRun
 
 LOG = logging.getLogger(__name__)
 
@@ -51,31 +52,27 @@ class JobClock:
 
 @dataclass
 class _Job:
-    """One request in the worker: its list's rounds of prompts, scored as batches make room for them, and the
-    future its handler awaits."""
+    """One request in the worker: its list's chain of rounds, its prompts scored as batches make room for them,
+    and the future its handler awaits."""
 
-    count: int
-    prompts: list
-    """the prompts of the list's current round: its windows, then a tournament's final windows."""
+    run: ListRun
+    """the list's chain of rounds (headrank/rounds.py): its prompts are the current round's."""
     future: Future = field(default_factory=Future)
     scored: dict = field(default_factory=dict)
-    """scores of the current round's prompts scored so far, by the prompt's index in `prompts`."""
-    rounds: list = field(default_factory=list)
-    """the finished rounds' scored prompts: (order, scores) each."""
+    """scores of the current round's prompts scored so far, by the prompt's index in `run.prompts`."""
     clock: JobClock = field(default_factory=JobClock)
 
     @property
     def pending(self) -> list:
         """(index, prompt) of the current round's prompts not scored yet."""
-        return [(i, p) for i, p in enumerate(self.prompts) if i not in self.scored]
+        return [(i, p) for i, p in enumerate(self.run.prompts) if i not in self.scored]
 
-    def advance(self, ranker: HeadRanker) -> bool:
-        """Close the finished round and queue the next one (a split list's final window); False when done."""
-        scores = [self.scored[i] for i in range(len(self.prompts))]
-        self.rounds.append([(p.order, s) for p, s in zip(self.prompts, scores)])
-        self.prompts, self.scored = ranker.next_round(self.prompts, scores), {}
-        self.clock.prompt_tokens += sum(len(p.input_ids) for p in self.prompts)  # a final window is scored too
-        return bool(self.prompts)
+    def advance(self) -> bool:
+        """Close the finished round and queue the next one (a split list's next window); False when done."""
+        more = self.run.advance([self.scored[i] for i in range(len(self.run.prompts))])
+        self.scored = {}
+        self.clock.prompt_tokens += sum(len(p.input_ids) for p in self.run.prompts)  # later rounds are scored too
+        return more
 
 
 class Scheduler:
@@ -119,9 +116,9 @@ class Scheduler:
         cancelled."""
         clock = clock or JobClock()
         start = time.monotonic()
-        job = _Job(len(documents), self.ranker.prompts(query, documents), future or Future(), clock=clock)
+        job = _Job(self.ranker.run_list(query, documents), future or Future(), clock=clock)
         clock.tokenize_s = time.monotonic() - start
-        clock.prompt_tokens = sum(len(p.input_ids) for p in job.prompts)
+        clock.prompt_tokens = sum(len(p.input_ids) for p in job.run.prompts)
         if not job.future.cancelled():
             clock.queued = time.monotonic()
             try:
@@ -161,7 +158,7 @@ class Scheduler:
         for job in [j for j in self.active if j.future.cancelled() or not j.pending]:
             self.active.remove(job)
             if not job.future.cancelled():  # an empty list: nothing to run
-                self._settle(job, result=self.ranker.scored_list(job.count))
+                self._settle(job, result=self.ranker.finish(job.run))
         if not self.active:
             return
         pool = [(job, ip) for job in list(self.active)[: self.max_batch_requests] for ip in job.pending]
@@ -191,10 +188,10 @@ class Scheduler:
         for job in served:
             self.active.remove(job)
             try:
-                if job.pending or job.advance(self.ranker):
+                if job.pending or job.advance():
                     self.active.append(job)  # served: to the back of the line
                 else:
-                    self._settle(job, result=self.ranker.scored_list(job.count, *job.rounds))
+                    self._settle(job, result=self.ranker.finish(job.run))
             except Exception as err:  # a list that cannot go on fails alone, never the worker
                 self._settle(job, error=err)
 
