@@ -262,6 +262,8 @@ def test_a_trained_artifact_refuses_heads_and_prompt_settings_in_python():
 
     with pytest.raises(ValueError, match="heads, order"):
         HeadRanker.from_pretrained(DEFAULT_ARTIFACT, heads="3-1", order="forward")
+    with pytest.raises(TypeError, match=r"\['heads', 'order'\]"):  # from_artifact leaves only how lists run
+        HeadRanker.from_artifact(DEFAULT_ARTIFACT, heads="3-1", order="forward", merge="tournament")
 
 
 def test_every_option_of_every_command_is_read():
