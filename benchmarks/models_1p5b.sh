@@ -5,9 +5,9 @@
 #           budget chosen on the held-out validation side (the shallowest within 0.005 of the unbudgeted selection).
 #   test:   DL19 (43 q) and the first SCIFACT_LIMIT SciFact test queries, top-20, once: BM25, the embedded default,
 #           the 1.5B with its shipped heads (`--model GGUF`, no --heads), ICR on the 1.5B; paired comparisons.
-# Every model run goes through the shared heavy-job lock; a run whose output exists is skipped (resume).
-# usage: benchmarks/models_1p5b.sh select|test   env: DATA, OUT (runs/models-1p5b), MODEL, SCIFACT_TRAIN (100),
-#        SCIFACT_LIMIT (100), LOCK (/work/notes/heavy.lock), PY (.venv/bin/python), RUNS (test: the runs to make)
+# Every model run goes through the shared heavy-job lock (the Pareto only reads the tables: seconds); a run whose output exists is skipped (resume).
+# usage: benchmarks/models_1p5b.sh select|test   env: DATA, OUT (runs/models-1p5b), MODEL, SCIFACT_TRAIN (60),
+#        SCIFACT_LIMIT (100), LOCK (/work/notes/heavy.lock), PY (.venv/bin/python), RUNS, DATASETS (test: the runs to make)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -19,22 +19,22 @@ hr() { PYTHONPATH=$PWD "$PY" -m headrank.cli "$@"; }
 heavy() { PYTHONPATH=$PWD flock "$LOCK" "$PY" "$@"; }
 
 select_stage() {
-  for spec in "dl21:" "scifact-train:${SCIFACT_TRAIN:-100}"; do
+  for spec in "dl21:" "scifact-train:${SCIFACT_TRAIN:-60}"; do
     name=${spec%%:*}; limit=${spec#*:}
     [ -f "$OUT/tables/$name/head_table.npz" ] || heavy -m headrank.cli select-heads --model "$MODEL" \
       --data-dir "$DATA" --dataset "$name" ${limit:+--limit "$limit"} --dtype bfloat16 --top-k 20 \
       --out "$OUT/tables/$name"
   done
-  heavy benchmarks/depth_pareto.py --data-dir "$DATA" --train "dl21=$OUT/tables/dl21/head_table.npz" \
+  PYTHONPATH=$PWD "$PY" benchmarks/depth_pareto.py --data-dir "$DATA" --train "dl21=$OUT/tables/dl21/head_table.npz" \
     --train "scifact-train=$OUT/tables/scifact-train/head_table.npz" --time-queries 0 \
     --out "$OUT/pareto"
 }
 
 test_stage() {
-  for dataset in dl19 scifact; do
+  for dataset in ${DATASETS:-dl19 scifact}; do
     limit=(); [ "$dataset" = scifact ] && limit=(--limit "${SCIFACT_LIMIT:-100}")
     common=(--data-dir "$DATA" --dataset "$dataset" --top-k 20 --quiet "${limit[@]}")
-    for name in ${RUNS:-bm25 default 1p5b-heads 1p5b-icr}; do
+    for name in ${RUNS:-bm25 1p5b-heads default 1p5b-icr}; do
       case $name in
         bm25) flags=(--method bm25) ;;
         default) flags=() ;;
