@@ -7,7 +7,7 @@
 #           the 1.5B with its shipped heads (`--model GGUF`, no --heads), ICR on the 1.5B; paired comparisons.
 # Every model run goes through the shared heavy-job lock (the Pareto only reads the tables: seconds); a run whose output exists is skipped (resume).
 # usage: benchmarks/models_1p5b.sh select|test   env: DATA, OUT (runs/models-1p5b), MODEL, SCIFACT_TRAIN (60),
-#        SCIFACT_LIMIT (100), LOCK (/work/notes/heavy.lock), PY (.venv/bin/python), RUNS, DATASETS (test: the runs to make)
+#        SCIFACT_LIMIT (50), LOCK (/work/notes/heavy.lock), PY (.venv/bin/python), RUNS, DATASETS (test: the runs to make)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -32,7 +32,7 @@ select_stage() {
 
 test_stage() {
   for dataset in ${DATASETS:-dl19 scifact}; do
-    limit=(); [ "$dataset" = scifact ] && limit=(--limit "${SCIFACT_LIMIT:-100}")
+    limit=(); [ "$dataset" = scifact ] && limit=(--limit "${SCIFACT_LIMIT:-50}")
     common=(--data-dir "$DATA" --dataset "$dataset" --top-k 20 --quiet "${limit[@]}")
     for name in ${RUNS:-bm25 1p5b-heads default 1p5b-icr}; do
       case $name in
