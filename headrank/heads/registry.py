@@ -30,9 +30,15 @@ REGISTRY: tuple[ShippedHeads, ...] = (
         hub_ids=frozenset({"HuggingFaceTB/SmolLM2-135M-Instruct"}),
         selected_on="DL21 + SciFact-train training lists, depth budget 15 chosen on validation (docs/benchmark.md)",
     ),
+    ShippedHeads(
+        name="Qwen2.5-Coder-1.5B-Instruct Q4_K_M (scripts/fetch_qwen25_coder_1p5b.sh)",
+        heads=ARTIFACTS / "qwen2.5-coder-1.5b-instruct" / "heads.json",
+        fingerprints=frozenset({"gguf-sha256:cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"}),
+        hub_ids=frozenset({"Qwen/Qwen2.5-Coder-1.5B-Instruct"}),
+        selected_on="DL21 + SciFact-train training lists at full depth, depth budget 15 of 28 layers chosen on "
+        "validation (benchmarks/models_1p5b.sh, docs/models.md)",
+    ),
 )
-"""Qwen2.5-Coder-1.5B-Instruct (scripts/fetch_qwen25_coder_1p5b.sh) has no entry yet: its selection run (hours of
-CPU at ~15 s a list) is still to be made."""
 
 
 def shipped_heads(model: str) -> ShippedHeads | None:
