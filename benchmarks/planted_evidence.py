@@ -9,7 +9,8 @@ joined by line breaks (so no sentence crosses two passages), ranked alone by the
 `highlights=True`. A hit: the top span lies inside the planted passage. Baselines: the sentence with the best
 BM25 score against the query (bm25s over the document's sentences) and the first sentence; `random` is the
 expected hit rate of a sentence drawn at random (the planted part's share of the sentences). DL21 is the design
-set; DL19 reports."""
+set; DL19 reports. Each method's hit or miss per document is kept, and HeadRank is compared with each baseline
+by the paired randomization test of `headrank compare`."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from headrank.artifact import DEFAULT_ARTIFACT
 from headrank.baselines.bm25 import BM25Retriever
 from headrank.datasets import judged_lists
+from headrank.evaluation.significance import randomization_p
 from headrank.highlights import sentence_spans
 
 
@@ -66,27 +68,40 @@ def main() -> None:
     from headrank.ranker import HeadRanker
 
     ranker = HeadRanker.from_artifact(args.artifact)
-    hits = {"headrank highlight": 0, "BM25 sentence": 0, "first sentence": 0, "random sentence": 0.0}
-    truncated = 0
     documents = planted_documents(args.dataset, args.data_dir, args.fillers, args.seed)
+    hits: dict[str, list[int]] = {"headrank highlight": [], "BM25 sentence": [], "first sentence": []}
+    random_rate = 0.0
+    truncated = 0
     for doc in documents:
         spans = sentence_spans(doc["text"])
         top = ranker.rank(doc["query"], [doc["text"]], highlights=True)[0].highlights[0]
-        hits["headrank highlight"] += inside((top.start, top.end), doc["planted"])
-        hits["BM25 sentence"] += inside(bm25_top(doc["query"], doc["text"]), doc["planted"])
-        hits["first sentence"] += inside(spans[0], doc["planted"])
-        hits["random sentence"] += sum(inside(s, doc["planted"]) for s in spans) / len(spans)
+        hits["headrank highlight"].append(int(inside((top.start, top.end), doc["planted"])))
+        hits["BM25 sentence"].append(int(inside(bm25_top(doc["query"], doc["text"]), doc["planted"])))
+        hits["first sentence"].append(int(inside(spans[0], doc["planted"])))
+        random_rate += sum(inside(s, doc["planted"]) for s in spans) / len(spans)
         tokens = len(ranker.builder.tokenizer(" " + doc["text"], add_special_tokens=False)["input_ids"])
         truncated += tokens > ranker.config.template.max_passage_tokens
     n = len(documents)
+    ours = hits["headrank highlight"]
     result = {
         "dataset": args.dataset,
         "documents": n,
         "fillers": args.fillers,
         "seed": args.seed,
         "longer than max_passage_tokens": truncated,
-        "hit rate": {k: round(v / n, 4) for k, v in hits.items()},
-        "hits": {k: round(v, 2) for k, v in hits.items()},
+        "hit rate": {k: round(sum(v) / n, 4) for k, v in hits.items()} | {"random sentence": round(random_rate / n, 4)},
+        "hits": {k: sum(v) for k, v in hits.items()},
+        # the paired randomization test of `headrank compare`, over documents: hit (1) or miss (0) per method
+        "headrank vs baseline": {
+            name: {
+                "headrank only": sum(a > b for a, b in zip(ours, theirs)),
+                "baseline only": sum(b > a for a, b in zip(ours, theirs)),
+                "p": randomization_p([a - b for a, b in zip(ours, theirs)]),
+            }
+            for name, theirs in hits.items()
+            if name != "headrank highlight"
+        },
+        "per document": [{"qid": doc["qid"]} | {k: v[i] for k, v in hits.items()} for i, doc in enumerate(documents)],
     }
     print(json.dumps(result, indent=2))
     if args.out:
