@@ -299,3 +299,29 @@ def test_gpu_checks_pass_on_the_cpu(tmp_path):
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.sh")))
 def test_benchmark_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(BENCHMARKS / script)], capture_output=True).returncode == 0
+
+
+def test_input_fusion_lifts_what_both_runs_agree_on(tmp_path):
+    from benchmarks.input_fusion import main, rrf
+
+    # the chain lifted d from the bottom; fused with the first stage at equal weight, a leads (ranks 2 and 1)
+    assert [d for d, _ in rrf(["d", "a", "b", "c"], ["a", "b", "c", "d"], k=1, weight=1.0)] == ["a", "d", "b", "c"]
+    # no weight on the first stage: the chain as it is
+    assert [d for d, _ in rrf(["d", "a", "b", "c"], ["a", "b", "c", "d"], k=1, weight=0.0)] == ["d", "a", "b", "c"]
+    (tmp_path / "qrels.tsv").write_text("q1 0 a 1\nq1 0 c 0\nq2 0 b 1\n")
+    (tmp_path / "chain.trec").write_text(
+        "".join(f"q1 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("dcba", 1))
+        + "".join(f"q2 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("bac", 1))
+    )
+    (tmp_path / "first.trec").write_text(
+        "".join(f"q{q} Q0 {d} {r} {9 - r} x\n" for q in (1, 2) for r, d in enumerate("abcd", 1))
+    )
+    argv = ["--qrels", str(tmp_path / "qrels.tsv"), "--chain", str(tmp_path / "chain.trec")]
+    argv += ["--first-stage", str(tmp_path / "first.trec"), "--k", "1", "--weights", "1"]
+    (row,) = main([*argv, "--out", str(tmp_path / "out.json")])
+    # q1: a goes from 4th (nDCG 1/log2 5) to 2nd (1/log2 3); q2: b is 1st in the chain and in the fusion
+    chain_q1, fused_q1 = 1 / math.log2(5), 1 / math.log2(3)
+    assert row["chain_ndcg@10"] == pytest.approx(round((chain_q1 + 1) / 2, 4))
+    assert row["ndcg@10"] == pytest.approx(round((fused_q1 + 1) / 2, 4))
+    assert (row["vs_chain"]["wins"], row["vs_chain"]["losses"]) == (1, 0)
+    assert json.loads((tmp_path / "out.json").read_text())["rows"] == [row]
