@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from headrank.data import RankedRun, load_qrels, load_run, scored
@@ -27,8 +27,23 @@ def rrf(chain: Sequence[str], first: Sequence[str], k: int, weight: float) -> li
     return sorted(fused.items(), key=lambda item: -item[1])
 
 
+def non_negatives(kind: type) -> Callable[[str], list]:
+    """An argparse type: comma-separated numbers of `kind`, each 0 or more (RRF divides by k + rank)."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",")]
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {kind.__name__}s, got {text!r}") from err
+        if any(v < 0 for v in values):
+            raise argparse.ArgumentTypeError(f"expected values of 0 or more, got {text!r}")
+        return values
+
+    return parse
+
+
 def fused_run(chain: RankedRun, first: RankedRun, k: int, weight: float) -> RankedRun:
-    return {q: rrf([d for d, _ in docs], [d for d, _ in first.get(q, [])], k, weight) for q, docs in chain.items()}
+    return {q: rrf([d for d, _ in docs], [d for d, _ in first[q]], k, weight) for q, docs in chain.items()}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -37,18 +52,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--chain", required=True, help="the reranked run (TREC)")
     parser.add_argument("--first-stage", required=True, help="the input order's run (TREC)")
     parser.add_argument("--reference", help="another run to compare with (e.g. the top-20 rerank)")
-    parser.add_argument("--k", default="1,5,20,60", help="RRF constants")
-    parser.add_argument("--weights", default="0.5,1,2", help="the first stage's weights")
+    parser.add_argument("--k", type=non_negatives(int), default=[1, 5, 20, 60], help="RRF constants")
+    parser.add_argument("--weights", type=non_negatives(float), default=[0.5, 1.0, 2.0], help="first-stage weights")
     parser.add_argument("--out", required=True, help="a JSON file of the rows")
     args = parser.parse_args(argv)
     qrels = load_qrels(args.qrels)
     chain, first = load_run(args.chain), load_run(args.first_stage)
+    missing = sorted(set(chain) - set(first))
+    if missing:
+        parser.error(f"the first stage has no ranking for {len(missing)} queries of the chain (first: {missing[0]})")
     others = {"chain": chain, "first_stage": first}
     if args.reference:
         others["reference"] = load_run(args.reference)
     rows = []
-    grid = itertools.product([int(x) for x in args.k.split(",")], [float(x) for x in args.weights.split(",")])
-    for k, weight in grid:
+    for k, weight in itertools.product(args.k, args.weights):
         run = scored(fused_run(chain, first, k, weight))
         row: dict = {"k": k, "weight": weight}
         for name, other in others.items():

@@ -325,3 +325,10 @@ def test_input_fusion_lifts_what_both_runs_agree_on(tmp_path):
     assert row["ndcg@10"] == pytest.approx(round((fused_q1 + 1) / 2, 4))
     assert (row["vs_chain"]["wins"], row["vs_chain"]["losses"]) == (1, 0)
     assert json.loads((tmp_path / "out.json").read_text())["rows"] == [row]
+    for bad in (["--k", "sixty"], ["--weights", "-1"]):
+        with pytest.raises(SystemExit):
+            main([*argv, *bad, "--out", str(tmp_path / "bad.json")])
+    (tmp_path / "first.trec").write_text("q1 Q0 a 1 1 x\n")
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
