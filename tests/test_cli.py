@@ -94,11 +94,23 @@ def test_eval_bm25_and_icr(tiny_folder, mini_data, tmp_path, capsys):
         assert key in metrics
     assert metrics["layers_run"] == 4 and metrics["heads"] == "all heads"
     assert metrics["windows_per_query"] == metrics["prompts_per_query"] == 1  # two passages fit one window
-    assert metrics["prompt_tokens_per_query"] > 0 and metrics["merge"] == defaults.MERGE
+    assert metrics["prompt_tokens_per_query"] > 0 and metrics["merge"] == defaults.MERGE == "sliding"
+    assert (metrics["slide_size"], metrics["slide_step"]) == (defaults.SLIDE_SIZE, defaults.SLIDE_STEP)
     run = load_run(tmp_path / "icr" / "run.trec")
     assert set(run) == {"1", "2"}
     assert [d for d, _ in run["1"]][2] == "1-2"  # below top-k: first-stage order kept
     assert "ndcg@10" in capsys.readouterr().out
+
+
+def test_eval_records_the_settings_of_its_merge(tiny_folder, mini_data, tmp_path):
+    """Two runs of a split list that differ only in `--slide-step` must say so in metrics.json."""
+    icr = ("--method", "icr", "--model", tiny_folder, "--top-k", 2)
+    assert _eval(mini_data, *icr, "--slide-step", 15, "--out", tmp_path / "step") == 0
+    metrics = json.loads((tmp_path / "step" / "metrics.json").read_text())
+    assert (metrics["merge"], metrics["slide_size"], metrics["slide_step"]) == ("sliding", defaults.SLIDE_SIZE, 15)
+    assert _eval(mini_data, *icr, "--merge", "tournament", "--out", tmp_path / "tournament") == 0
+    metrics = json.loads((tmp_path / "tournament" / "metrics.json").read_text())
+    assert metrics["merge"] == "tournament" and metrics["leaders"] is None and "slide_step" not in metrics
 
 
 def test_rerank_writes_a_trec_run(tiny_folder, mini_data, tmp_path, capsys):
