@@ -332,3 +332,39 @@ def test_input_fusion_lifts_what_both_runs_agree_on(tmp_path):
     with pytest.raises(SystemExit):
         main([*argv, "--out", str(tmp_path / "bad.json")])
     assert not (tmp_path / "bad.json").exists()
+
+
+def test_lifts_count_what_a_long_list_brings_up_and_pushes_out(tmp_path):
+    from benchmarks.lifts import main
+
+    (tmp_path / "qrels.tsv").write_text("q1 0 e 2\nq1 0 b 2\nq1 0 f 1\nq2 0 a 2\n")
+    (tmp_path / "first.trec").write_text(
+        "".join(f"q{q} Q0 {d} {r} {9 - r} x\n" for q in (1, 2) for r, d in enumerate("abcdef", 1))
+    )
+    (tmp_path / "top.trec").write_text(
+        "".join(f"q{q} Q0 {d} {r} {9 - r} x\n" for q in (1, 2) for r, d in enumerate("bac", 1))
+    )
+    # q1 lifts e (relevant) and f (grade 1: not relevant at grade 2) and leaves out b (relevant) and c; q2 keeps a, b
+    (tmp_path / "long.trec").write_text(
+        "".join(f"q1 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("efab", 1))
+        + "".join(f"q2 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("abcd", 1))
+    )
+    argv = [f"long={tmp_path / 'long.trec'}", "--qrels", str(tmp_path / "qrels.tsv"), "--relevant-grade", "2"]
+    argv += ["--first-stage", str(tmp_path / "first.trec"), "--reference", str(tmp_path / "top.trec")]
+    (row,) = main([*argv, "--depth", "3", "--cut", "3", "--out", str(tmp_path / "out.json")])
+    assert row == {
+        "run": "long",
+        "queries": 2,
+        "lifted_per_query": 1.0,
+        "lifted_relevant": 0.5,
+        "left_out_per_query": 1.0,
+        "left_out_relevant": 0.5,
+    }
+    assert json.loads((tmp_path / "out.json").read_text())["rows"] == [row]
+    for bad in (["no-label"], ["--depth", "0"]):
+        with pytest.raises(SystemExit):
+            main([*argv, *bad, "--out", str(tmp_path / "bad.json")])
+    (tmp_path / "first.trec").write_text("q1 Q0 a 1 1 x\n")
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
