@@ -301,6 +301,22 @@ def test_benchmark_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(BENCHMARKS / script)], capture_output=True).returncode == 0
 
 
+def _trec(rankings: dict[str, str]) -> str:
+    """A TREC run of one-letter document ids, best first, per query."""
+    return "".join(f"{q} Q0 {d} {r} {9 - r} x\n" for q, docs in rankings.items() for r, d in enumerate(docs, 1))
+
+
+def _refuses_bad_input(main, argv: list[str], bad_args: list[list[str]], tmp_path) -> None:
+    """Each bad argument, and a first stage that lacks a query, end in argparse's error before anything is written."""
+    for bad in bad_args:
+        with pytest.raises(SystemExit):
+            main([*argv, *bad, "--out", str(tmp_path / "bad.json")])
+    (tmp_path / "first.trec").write_text(_trec({"q1": "a"}))
+    with pytest.raises(SystemExit):
+        main([*argv, "--out", str(tmp_path / "bad.json")])
+    assert not (tmp_path / "bad.json").exists()
+
+
 def test_input_fusion_lifts_what_both_runs_agree_on(tmp_path):
     from benchmarks.input_fusion import main, rrf
 
@@ -309,13 +325,8 @@ def test_input_fusion_lifts_what_both_runs_agree_on(tmp_path):
     # no weight on the first stage: the chain as it is
     assert [d for d, _ in rrf(["d", "a", "b", "c"], ["a", "b", "c", "d"], k=1, weight=0.0)] == ["d", "a", "b", "c"]
     (tmp_path / "qrels.tsv").write_text("q1 0 a 1\nq1 0 c 0\nq2 0 b 1\n")
-    (tmp_path / "chain.trec").write_text(
-        "".join(f"q1 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("dcba", 1))
-        + "".join(f"q2 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("bac", 1))
-    )
-    (tmp_path / "first.trec").write_text(
-        "".join(f"q{q} Q0 {d} {r} {9 - r} x\n" for q in (1, 2) for r, d in enumerate("abcd", 1))
-    )
+    (tmp_path / "chain.trec").write_text(_trec({"q1": "dcba", "q2": "bac"}))
+    (tmp_path / "first.trec").write_text(_trec({"q1": "abcd", "q2": "abcd"}))
     argv = ["--qrels", str(tmp_path / "qrels.tsv"), "--chain", str(tmp_path / "chain.trec")]
     argv += ["--first-stage", str(tmp_path / "first.trec"), "--k", "1", "--weights", "1"]
     (row,) = main([*argv, "--out", str(tmp_path / "out.json")])
@@ -325,30 +336,17 @@ def test_input_fusion_lifts_what_both_runs_agree_on(tmp_path):
     assert row["ndcg@10"] == pytest.approx(round((fused_q1 + 1) / 2, 4))
     assert (row["vs_chain"]["wins"], row["vs_chain"]["losses"]) == (1, 0)
     assert json.loads((tmp_path / "out.json").read_text())["rows"] == [row]
-    for bad in (["--k", "sixty"], ["--weights", "-1"]):
-        with pytest.raises(SystemExit):
-            main([*argv, *bad, "--out", str(tmp_path / "bad.json")])
-    (tmp_path / "first.trec").write_text("q1 Q0 a 1 1 x\n")
-    with pytest.raises(SystemExit):
-        main([*argv, "--out", str(tmp_path / "bad.json")])
-    assert not (tmp_path / "bad.json").exists()
+    _refuses_bad_input(main, argv, [["--k", "sixty"], ["--weights", "-1"]], tmp_path)
 
 
 def test_lifts_count_what_a_long_list_brings_up_and_pushes_out(tmp_path):
     from benchmarks.lifts import main
 
     (tmp_path / "qrels.tsv").write_text("q1 0 e 2\nq1 0 b 2\nq1 0 f 1\nq2 0 a 2\n")
-    (tmp_path / "first.trec").write_text(
-        "".join(f"q{q} Q0 {d} {r} {9 - r} x\n" for q in (1, 2) for r, d in enumerate("abcdef", 1))
-    )
-    (tmp_path / "top.trec").write_text(
-        "".join(f"q{q} Q0 {d} {r} {9 - r} x\n" for q in (1, 2) for r, d in enumerate("bac", 1))
-    )
+    (tmp_path / "first.trec").write_text(_trec({"q1": "abcdef", "q2": "abcdef"}))
+    (tmp_path / "top.trec").write_text(_trec({"q1": "bac", "q2": "bac"}))
     # q1 lifts e (relevant) and f (grade 1: not relevant at grade 2) and leaves out b (relevant) and c; q2 keeps a, b
-    (tmp_path / "long.trec").write_text(
-        "".join(f"q1 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("efab", 1))
-        + "".join(f"q2 Q0 {d} {r} {9 - r} x\n" for r, d in enumerate("abcd", 1))
-    )
+    (tmp_path / "long.trec").write_text(_trec({"q1": "efab", "q2": "abcd"}))
     argv = [f"long={tmp_path / 'long.trec'}", "--qrels", str(tmp_path / "qrels.tsv"), "--relevant-grade", "2"]
     argv += ["--first-stage", str(tmp_path / "first.trec"), "--reference", str(tmp_path / "top.trec")]
     (row,) = main([*argv, "--depth", "3", "--cut", "3", "--out", str(tmp_path / "out.json")])
@@ -361,10 +359,4 @@ def test_lifts_count_what_a_long_list_brings_up_and_pushes_out(tmp_path):
         "left_out_relevant": 0.5,
     }
     assert json.loads((tmp_path / "out.json").read_text())["rows"] == [row]
-    for bad in (["no-label"], ["--depth", "0"]):
-        with pytest.raises(SystemExit):
-            main([*argv, *bad, "--out", str(tmp_path / "bad.json")])
-    (tmp_path / "first.trec").write_text("q1 Q0 a 1 1 x\n")
-    with pytest.raises(SystemExit):
-        main([*argv, "--out", str(tmp_path / "bad.json")])
-    assert not (tmp_path / "bad.json").exists()
+    _refuses_bad_input(main, argv, [["no-label"], ["--depth", "0"]], tmp_path)
