@@ -22,6 +22,9 @@ from headrank.engine.prompt import ListwisePrompt, PromptBuilder, input_order, p
 from headrank.engine.scoring import ListScores
 from headrank.results import best_first
 
+MERGE_SETTINGS = {"sliding": ("slide_size", "slide_step"), "tournament": ("leaders",), "scaled": ()}
+"""the settings each merge reads beyond `max_length`: what a run's metadata records to say how it merged."""
+
 Passes = list[tuple[list[int], ListScores]]
 """scored prompts of one round of a list: (document indices by input position, scores)."""
 
@@ -41,6 +44,11 @@ class MergePlan:
     slide_step: int = defaults.SLIDE_STEP
     order: str = defaults.ORDER
     seed: int = 0
+
+    def describe(self) -> dict:
+        """The merge and the settings it reads, so that two runs of a split list say how they differ
+        (`--slide-step 15` is otherwise invisible in metrics.json and /health)."""
+        return {"merge": self.merge, **{name: getattr(self, name) for name in MERGE_SETTINGS[self.merge]}}
 
     def prompt_tokens(self, prompt: ListwisePrompt) -> int:
         """Tokens one prompt costs: its passages and query span, and the N/A span when calibrating."""

@@ -30,21 +30,11 @@ def describe_ranker(ranker: Reranker | None) -> dict:
             "dtype_reason": ranker.backbone.precision.reason,
             "order": ranker.config.order,
             "max_length": ranker.max_length,
-            **_merge_settings(ranker),
+            **ranker.merge_plan().describe(),
             **_provenance(ranker.artifact),
         }
     info = getattr(ranker, "run_info", None)
     return info() if callable(info) else {}
-
-
-_MERGE_SETTINGS = {"sliding": ("slide_size", "slide_step"), "tournament": ("leaders",), "scaled": ()}
-
-
-def _merge_settings(ranker: HeadRanker) -> dict:
-    """The merge and the settings that change what it does, so that two runs of a split list say how they
-    differ (`--slide-step 15` is otherwise invisible in metrics.json)."""
-    config = ranker.config
-    return {"merge": config.merge, **{name: getattr(config, name) for name in _MERGE_SETTINGS[config.merge]}}
 
 
 def _provenance(artifact: dict | None) -> dict:
