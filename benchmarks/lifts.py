@@ -17,7 +17,9 @@ from pathlib import Path
 from headrank.data import Qrels, RankedRun, load_qrels, load_run
 
 
-def lifts(run: RankedRun, first: RankedRun, reference: RankedRun, qrels: Qrels, relevant: int, depth: int, cut: int):
+def lifts(
+    run: RankedRun, first: RankedRun, reference: RankedRun, qrels: Qrels, relevant: int, depth: int, cut: int
+) -> dict:
     """Per-query means of what `run`'s top-`cut` lifts from below the first stage's top-`depth` and of what it
     leaves out of the reference's top-`cut`, each with the fraction of them that is relevant (None: none)."""
     counts = {"lifted": [0, 0], "left_out": [0, 0]}
